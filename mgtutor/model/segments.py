@@ -28,7 +28,9 @@ def segment_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         empty. Mirrors PointTAD's ``segment_tiou`` without its ``+1e-8`` in the denominator.
     """
     if a.shape[-1] != 2 or b.shape[-1] != 2:
-        raise ValueError(f"segments must have a last axis of size 2 (start, end), got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"segments must have a last axis of size 2 (start, end), got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     start_a, end_a = a.unbind(-1)
     start_b, end_b = b.unbind(-1)
     inter = (torch.minimum(end_a, end_b) - torch.maximum(start_a, start_b)).clamp(min=0)
