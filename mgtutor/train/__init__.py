@@ -1,1 +1,3 @@
 """mgtutor.train"""
+from mgtutor.train.losses import SetCriterion, dense_targets  # noqa: F401
+from mgtutor.train.matching import hungarian_match, match_batch, matching_cost  # noqa: F401
