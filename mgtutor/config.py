@@ -137,6 +137,7 @@ class TrainConfig:
     seed: int = 0
     out: str = "runs/default"
     eval_every: int = 1  # epochs between evaluations on the test split (0: only at the end)
+    monitor: str = "f1"  # evaluation figure (higher is better) that picks best.pt
     # loss weights
     class_weight: float = 1.0
     no_object_weight: float = 0.1

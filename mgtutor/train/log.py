@@ -1,0 +1,55 @@
+"""The per-epoch training log: one JSON object a line in ``<out>/log.jsonl``.
+
+Each record holds the epoch (counted from 1), the mean of every loss term over the epoch's steps
+(``loss/total``, ``loss/<term>``), the learning rate, the step count and seconds taken, and whatever
+the evaluation returned (``eval/<name>``). ``mgtutor.viz.training.plot_training_log`` draws it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+def append_record(path: str | Path, record: dict[str, Any]) -> None:
+    """Add one epoch's record as a line at the end of the log."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_log(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
+    """Replace the log with ``records`` atomically (used on resume, from the checkpoint's history)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in records)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_log(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a log, in order; a line cut short by a crash at the very end is ignored."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no training log at {path}")
+    lines = path.read_text().splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if number == len(lines):
+                break
+            raise ValueError(f"{path}, line {number}: not a JSON object ({err.msg})") from err
+    return records

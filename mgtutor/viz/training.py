@@ -1,0 +1,84 @@
+"""The training curve: each loss term, the learning rate and the evaluation figures per epoch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from mgtutor.train.log import read_log
+
+
+def _records(source: str | Path | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    records = read_log(source) if isinstance(source, (str, Path)) else list(source)
+    if not records:
+        raise ValueError("the training log holds no epoch yet")
+    return records
+
+
+def plot_training_log(source: str | Path | Sequence[dict[str, Any]], ax: Axes | None = None) -> Figure:
+    """Draw a ``log.jsonl`` (a path, or its records as ``mgtutor.train.log.read_log`` returns them).
+
+    Left axis (log scale): the mean of every loss term per epoch, the total in black. Right axis: the
+    evaluation figures (``eval/*``, e.g. the F1) when there are any. A second right axis, set apart
+    (log scale): the learning rate, whose halvings every ``train.lr_step`` epochs show as equal steps.
+    """
+    records = _records(source)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    epochs = [r["epoch"] for r in records]
+    loss_names = sorted({k for r in records for k in r if k.startswith("loss/")}, key=lambda k: (k != "loss/total", k))
+    eval_names = sorted({k for r in records for k in r if k.startswith("eval/")})
+
+    for name in loss_names:
+        values = [r.get(name, float("nan")) for r in records]
+        style = {"color": "black", "linewidth": 2.2} if name == "loss/total" else {"linewidth": 1.2, "alpha": 0.85}
+        ax.plot(epochs, values, marker="o", markersize=3, label=name.removeprefix("loss/"), **style)
+    if all(r.get(n, 1.0) > 0 for r in records for n in loss_names):
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (mean over the epoch)")
+    handles, labels = ax.get_legend_handles_labels()
+
+    if eval_names:
+        ax_eval = ax.twinx()
+        colours = plt.get_cmap("Dark2").colors  # apart from the loss terms' default colours
+        for index, name in enumerate(eval_names):
+            points = [(r["epoch"], r[name]) for r in records if name in r]
+            ax_eval.plot(
+                *zip(*points),
+                marker="s",
+                linestyle="--",
+                linewidth=1.8,
+                color=colours[index % len(colours)],
+                label=name.removeprefix("eval/"),
+            )
+        ax_eval.set_ylabel("evaluation")
+        more_handles, more_labels = ax_eval.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+
+    ax_lr = ax.twinx()
+    if eval_names:
+        ax_lr.spines["right"].set_position(("axes", 1.13))
+    ax_lr.step(epochs, [r["lr"] for r in records], where="post", color="grey", linestyle=":", label="learning rate")
+    ax_lr.set_yscale("log")  # each halving is a step of the same height
+    ax_lr.set_ylabel("learning rate", color="grey")
+    ax_lr.tick_params(axis="y", which="both", colors="grey")
+    more_handles, more_labels = ax_lr.get_legend_handles_labels()
+    ax.legend(handles + more_handles, labels + more_labels, fontsize="small", loc="upper right", ncols=2)
+    ax.set_title("training curve")
+    return ax.figure
+
+
+def save_training_curve(source: str | Path | Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """Draw the log with :func:`plot_training_log` and save it as an image (e.g. ``training_curve.png``)."""
+    figure = plot_training_log(source)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    return path

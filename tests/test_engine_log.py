@@ -1,0 +1,77 @@
+"""The per-epoch log (JSON lines) and the training-curve plot drawn from it."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import pytest
+
+from mgtutor.train.log import append_record, read_log, write_log
+from mgtutor.viz.training import plot_training_log, save_training_curve
+
+
+def records(with_eval: bool):
+    out = []
+    for epoch in range(1, 7):
+        record = {"epoch": epoch, "lr": 1e-4 * 0.5 ** ((epoch - 1) // 2), "time": 1.0}
+        record |= {"loss/total": 3.0 / epoch, "loss/class": 1.0 / epoch, "loss/l1": 0.4 / epoch}
+        if with_eval and epoch % 2 == 0:
+            record |= {"eval/f1": 0.1 * epoch, "eval/map": 0.05 * epoch}
+        out.append(record)
+    return out
+
+
+def test_append_read_and_rewrite(tmp_path):
+    path = tmp_path / "log.jsonl"
+    for record in records(True)[:3]:
+        append_record(path, record)
+    assert read_log(path) == records(True)[:3]
+    write_log(path, records(True)[:1])
+    assert read_log(path) == records(True)[:1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.jsonl"]
+
+
+def test_a_line_cut_short_at_the_end_is_ignored_elsewhere_refused(tmp_path):
+    path = tmp_path / "log.jsonl"
+    write_log(path, records(False)[:2])
+    with path.open("a") as handle:
+        handle.write('{"epoch": 3, "loss/to')
+    assert [r["epoch"] for r in read_log(path)] == [1, 2]
+    path.write_text('{"epoch": 1}\nnot json\n{"epoch": 3}\n')
+    with pytest.raises(ValueError, match="log.jsonl, line 2"):
+        read_log(path)
+    with pytest.raises(FileNotFoundError, match="no training log"):
+        read_log(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.parametrize("with_eval", [True, False])
+def test_plot_draws_every_term_the_lr_and_the_evaluation(tmp_path, with_eval):
+    path = tmp_path / "log.jsonl"
+    write_log(path, records(with_eval))
+    figure = plot_training_log(path)
+    loss_ax, *right = figure.axes
+    assert [line.get_label() for line in loss_ax.get_lines()] == ["total", "class", "l1"]
+    assert list(loss_ax.get_lines()[0].get_ydata()) == [3.0 / e for e in range(1, 7)]
+    assert loss_ax.get_yscale() == "log"
+    labels = {line.get_label(): line for ax in right for line in ax.get_lines()}
+    assert list(labels["learning rate"].get_ydata()) == [r["lr"] for r in records(False)]
+    if with_eval:
+        assert list(labels["f1"].get_xdata()) == [2, 4, 6] and len(right) == 2
+    else:
+        assert "f1" not in labels and len(right) == 1
+    legend = [text.get_text() for text in loss_ax.get_legend().get_texts()]
+    assert "learning rate" in legend and ("f1" in legend) == with_eval
+    plt.close(figure)
+
+
+def test_plot_into_a_given_axis_and_save(tmp_path):
+    figure, ax = plt.subplots(figsize=(4, 3))
+    assert plot_training_log(records(True), ax=ax) is figure
+    plt.close(figure)
+    png = save_training_curve(records(True), tmp_path / "curve" / "training_curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no epoch"):
+        plot_training_log([])
