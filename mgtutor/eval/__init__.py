@@ -2,15 +2,37 @@
 
 from mgtutor.eval.detection_map import DEFAULT_THRESHOLDS, MapResult, average_precision, detection_map
 from mgtutor.eval.miga_f1 import F1Result, SequenceCounts, correct_detections, miga_f1, miga_overlap
+from mgtutor.eval.postprocess import (
+    Detection,
+    Selection,
+    WindowDetections,
+    as_gestures,
+    filter_detections,
+    merge_windows,
+    nms,
+    query_detections,
+    select_threshold,
+    window_detections,
+)
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "Detection",
     "F1Result",
     "MapResult",
+    "Selection",
     "SequenceCounts",
+    "WindowDetections",
+    "as_gestures",
     "average_precision",
     "correct_detections",
     "detection_map",
+    "filter_detections",
+    "merge_windows",
     "miga_f1",
     "miga_overlap",
+    "nms",
+    "query_detections",
+    "select_threshold",
+    "window_detections",
 ]
