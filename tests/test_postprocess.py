@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from mgtutor.data.windows import frames_to_window
 from mgtutor.eval.miga_f1 import miga_f1
 from mgtutor.eval.postprocess import (
     Detection,
@@ -16,6 +17,7 @@ from mgtutor.eval.postprocess import (
     as_gestures,
     filter_detections,
     merge_windows,
+    meta_to_frames,
     nms,
     query_detections,
     select_threshold,
@@ -48,6 +50,17 @@ def test_window_detections_maps_with_the_given_function():
     assert window.extent == (100.0, 228.0)
     assert [(d.label, d.start, d.end) for d in window.detections] == [(1, 132.0, 164.0), (2, 196.0, 228.0)]
     assert window.detections[0].score == pytest.approx(math.e**4 / (math.e**4 + 2))
+
+
+def test_window_detections_with_the_data_mapping():
+    # gestures in original frames (30 fps) -> window coordinates (10 fps, window of 64 starting at 40) and back
+    meta = {"sequence": 1, "start": 40, "window": 64, "fps": 10.0, "source_fps": 30.0, "num_frames": 900}
+    gestures = np.array([[150, 170], [200, 290], [120, 121]])
+    segments = torch.from_numpy(frames_to_window(gestures, 40, 64, 30.0, 10.0))
+    logits = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [5.0, 0.0, 0.0]])
+    window = window_detections(logits, segments, meta_to_frames(meta))
+    assert [(d.start, d.end) for d in window.detections] == [tuple(g) for g in gestures.tolist()]
+    assert window.extent == (120, 311)  # sampled positions 40 .. 103 show original frames 120 .. 311
 
 
 def test_merge_keeps_everything_when_windows_do_not_overlap():

@@ -6,8 +6,8 @@ The path a test sequence takes (NOTES.md sections 1 and 3):
    query its best class and that class's probability as score (PointTAD's ``PostProcess``); segments are
    clamped to the window, as PointTAD's ``prop_cl_to_se`` does;
 2. :func:`window_detections` maps them to original frame numbers with a mapping passed in by the caller:
-   ``mgtutor.data.windows.window_to_frames`` with the window's parameters bound, the one mapping between
-   window coordinates and frames;
+   ``mgtutor.data.windows.window_to_frames`` with the window's parameters bound (:func:`meta_to_frames`
+   binds them from a dataset item's ``meta``), the one mapping between window coordinates and frames;
 3. :func:`merge_windows` joins a sequence's windows. Test windows do not overlap, except the last one,
    aligned to the sequence's end, which overlaps its predecessor. Each detection is kept only by the window
    that sees it most centrally: a detection survives when the centre of its segment is nearer to its own
@@ -29,13 +29,15 @@ Frame segments use the continuous convention of :mod:`mgtutor.eval.miga_f1` (len
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
+from mgtutor.data.windows import window_to_frames
 from mgtutor.eval.miga_f1 import OFFICIAL_ALPHA, F1Result, miga_f1
 from mgtutor.model.segments import pairwise_iou
 
@@ -77,6 +79,19 @@ def query_detections(logits: torch.Tensor, segments: torch.Tensor) -> tuple[torc
     return labels, scores, segments.float().clamp(0, 1)
 
 
+def meta_to_frames(meta: Mapping[str, Any]) -> Callable[[np.ndarray], np.ndarray]:
+    """The window -> original frames mapping of one window, from a dataset item's ``meta`` (keys ``start``,
+    ``window``, ``fps``, ``source_fps``, ``num_frames``): ``window_to_frames`` with those bound."""
+    return functools.partial(
+        window_to_frames,
+        window_start=meta["start"],
+        window=meta["window"],
+        source_fps=meta["source_fps"],
+        fps=meta["fps"],
+        num_frames=meta["num_frames"],
+    )
+
+
 def window_detections(
     logits: torch.Tensor, segments: torch.Tensor, to_frames: Callable[[np.ndarray], np.ndarray]
 ) -> WindowDetections:
@@ -84,9 +99,9 @@ def window_detections(
 
     Args:
         logits: (q, k + 1); segments: (q, 2) normalised, of one window (last decoder layer).
-        to_frames: maps (n, 2) window coordinates to (n, 2) original-frame segments for this window, e.g.
-            ``functools.partial(mgtutor.data.windows.window_to_frames, window_start=..., window=...,
-            source_fps=..., fps=..., num_frames=...)``; the window's own extent is ``to_frames([[0, 1]])``.
+        to_frames: maps (n, 2) window coordinates to (n, 2) original-frame segments for this window,
+            normally :func:`meta_to_frames` of the window's ``meta``; the window's own extent is
+            ``to_frames([[0, 1]])``.
 
     Returns:
         :class:`WindowDetections` with one detection per query (labels 1-based), unfiltered.
