@@ -67,8 +67,9 @@ def init_distributed(device: torch.device | str | None = None) -> DistributedCon
 
 
 def shutdown_distributed(context: DistributedContext) -> None:
-    """Leave the process group (a no-op in a single process)."""
+    """Wait for every process, then leave the process group (a no-op in a single process)."""
     if context.enabled and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
