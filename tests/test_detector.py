@@ -1,0 +1,125 @@
+"""The detector: shapes at tiny and paper sizes, parameter groups and table, and overfitting one window."""
+
+import pytest
+import torch
+
+from mgtutor.config import ModelConfig, TrainConfig
+from mgtutor.model.detector import Detector, DetectorOutput, parameter_table
+from mgtutor.model.query_points import points_to_segments
+from mgtutor.train.losses import SetCriterion
+
+
+def tiny(**overrides):
+    values = dict(
+        encoder="features", feature_dim=24, hidden=32, queries=8, points=9, layers=2, heads=4, ffn=64,
+        mix_dim=8, num_classes=5, mamba_blocks=0,
+    )
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+def test_tiny_detector_on_features():
+    detector = Detector(tiny())
+    out = detector(torch.randn(2, 24, 16))
+    assert isinstance(out, DetectorOutput)
+    assert out.logits.shape == (2, 2, 8, 6)
+    assert out.segments.shape == (2, 2, 8, 2)
+    assert out.points.shape == (3, 2, 8, 9)
+    assert out.dense.shape == (2, 16, 5)
+    torch.testing.assert_close(out.segments, points_to_segments(out.points[1:]))
+    assert torch.all(out.points == 0.5)  # the all-middle start, unchanged by every layer at initialisation
+
+
+def test_tiny_detector_on_clips_with_the_small_encoder():
+    detector = Detector(tiny(encoder="small"))
+    out = detector(torch.rand(1, 3, 16, 32, 32) * 2 - 1)
+    assert out.logits.shape == (2, 1, 8, 6)
+    assert out.dense.shape == (1, 4, 5)
+
+
+def test_dense_head_can_be_switched_off():
+    detector = Detector(tiny(dense_head=False))
+    assert detector.dense_head is None
+    assert detector(torch.randn(1, 24, 8)).dense is None
+
+
+def test_wrong_input_is_refused():
+    with pytest.raises(ValueError, match="features"):
+        Detector(tiny())(torch.randn(1, 3, 16, 32, 32))
+    with pytest.raises(ValueError, match="clip"):
+        Detector(tiny(encoder="small"))(torch.randn(1, 24, 8))
+
+
+def test_paper_configuration_runs_once_on_features():
+    # hidden 512, 48 queries, 30 points, 4 layers, mix 64: about 50M mixing parameters a layer
+    cfg = ModelConfig(encoder="features", feature_dim=1024, mamba_blocks=0)
+    detector = Detector(cfg).eval()
+    with torch.no_grad():
+        out = detector(torch.randn(1, 1024, 32))
+    assert out.logits.shape == (4, 1, 48, 18)
+    assert out.segments.shape == (4, 1, 48, 2)
+    assert out.points.shape == (5, 1, 48, 30)
+    assert out.dense.shape == (1, 32, 17)
+    assert torch.isfinite(out.logits).all()
+
+
+def test_param_groups_split_encoder_decoder_and_no_decay():
+    detector = Detector(tiny(encoder="small"))
+    groups = detector.param_groups(lr=1e-3, encoder_lr_scale=0.1)
+    by_name = {group["name"]: group for group in groups}
+    assert by_name["encoder"]["lr"] == pytest.approx(1e-4)
+    assert by_name["decoder"]["lr"] == 1e-3
+    backbone = {id(p) for p in detector.encoder.backbone.parameters()}
+    assert {id(p) for p in by_name["encoder"]["params"]} == backbone
+    # the projection trains at the full rate, as PointTAD's input projections
+    assert all(id(p) in {id(q) for q in by_name["decoder"]["params"]} for p in detector.encoder.head_parameters())
+    listed = [id(p) for group in groups for p in group["params"]]
+    assert sorted(listed) == sorted(id(p) for p in detector.parameters())
+    torch.optim.AdamW(groups, lr=1e-3, weight_decay=1e-4)
+    assert detector.param_groups(lr=1.0)[0]["lr"] == pytest.approx(detector.cfg.encoder_lr_scale)
+
+
+def test_param_groups_leave_out_a_frozen_backbone():
+    detector = Detector(tiny(encoder="small", freeze_encoder=True))
+    names = [group["name"] for group in detector.param_groups(lr=1e-3)]
+    assert "encoder" not in names
+
+
+def test_parameter_table_adds_up():
+    detector = Detector(tiny())
+    table = parameter_table(detector)
+    assert table["total"] == sum(p.numel() for p in detector.parameters())
+    top = ["encoder", "dense_head", "query_vectors", "query_points", "decoder"]
+    assert sum(table[name] for name in top) == table["total"]
+    assert sum(table[f"decoder.layers.{i}"] for i in range(2)) == table["decoder"]
+    layer = "decoder.layers.0"
+    parts = [key for key in table if key.startswith(layer + ".") and key.count(".") == 3]
+    assert sum(table[key] for key in parts) == table[layer]
+    assert table[f"{layer}.mixing.channel_generator"] == 32 * 2 * 32 * 8 + 2 * 32 * 8
+
+
+@pytest.mark.slow
+def test_tiny_detector_overfits_one_window():
+    torch.manual_seed(0)
+    cfg = tiny(queries=6, layers=2, mix_dim=4, dropout=0.0)
+    detector = Detector(cfg)
+    features = torch.randn(1, 24, 16)
+    targets = [{"segments": torch.tensor([[0.1, 0.35], [0.5, 0.9]]), "labels": torch.tensor([1, 3])}]
+    criterion = SetCriterion(TrainConfig(), cfg.num_classes)
+    optimiser = torch.optim.AdamW(detector.param_groups(lr=1e-3, encoder_lr_scale=1.0), weight_decay=1e-4)
+    losses = []
+    for _ in range(300):
+        loss = criterion(detector(features), targets)["total"]
+        optimiser.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(detector.parameters(), 0.1)
+        optimiser.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 10
+    detector.eval()
+    with torch.no_grad():
+        out = detector(features)
+    labels = out.logits[-1, 0].argmax(-1)
+    found = {int(labels[i]): out.segments[-1, 0, i] for i in range(cfg.queries) if labels[i] < cfg.num_classes}
+    assert sorted(found) == [1, 3]
+    torch.testing.assert_close(torch.stack([found[1], found[3]]), targets[0]["segments"], atol=0.05, rtol=0)
