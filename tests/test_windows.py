@@ -95,6 +95,11 @@ def test_window_starts_with_the_end_aligned_last_window():
     assert window_starts(128, 128, 32) == [0]
     with pytest.raises(ValueError):
         window_starts(100, 0, 32)
+    # aligned to the features' stride 4: the last start rounds up, reaching past the end by < 4
+    assert window_starts(302, 128, 128, align=4) == [0, 128, 176]
+    assert window_starts(302, 128, 32, align=4)[-1] == 176
+    with pytest.raises(ValueError, match="multiple"):
+        window_starts(302, 128, 30, align=4)
 
 
 def _sequence(sample, num_frames, gestures, fps=30.0):

@@ -178,9 +178,11 @@ def check_video(path: str | Path, num_frames: int, source_fps: float, last_end: 
             raise DataError(path, "no frame could be decoded; corrupt?")
         if not full:
             tail_start = max(0, listed - one_second)
-            decoded = tail_start - 1
+            decoded = -1
             for decoded, _ in iter_frames(path, info.fps, size=(32, 32), start=tail_start):
                 pass
+            if decoded < 0:
+                raise DataError(path, f"no frame from frame {tail_start} on could be decoded (the container lists {listed}); truncated or corrupt?")
         frames = decoded + 1
         if info.frames and frames < info.frames:
             problems.append(str(DataError(path, f"only {frames} of the {info.frames} frames the container lists could be decoded; truncated or corrupt?")))

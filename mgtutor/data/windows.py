@@ -113,20 +113,25 @@ def window_to_frames(
     return np.stack([start, end], axis=-1)
 
 
-def window_starts(length: int, window: int, stride: int, end_aligned: bool = True) -> list[int]:
+def window_starts(length: int, window: int, stride: int, end_aligned: bool = True, align: int = 1) -> list[int]:
     """First sampled positions of the windows over a sequence of ``length`` sampled frames.
 
     Windows start at 0, stride, 2 stride, ... while they fit; with ``end_aligned`` one more window ends
     exactly at the sequence's end when the stride does not land there. A sequence shorter than the
-    window gets one window at 0 (its clip is padded by the dataset).
+    window gets one window at 0 (its clip is padded by the dataset). ``align`` makes every start a
+    multiple of it (precomputed features have one step per 4 sampled frames): the end-aligned start is
+    then rounded up, so that window may reach up to ``align - 1`` frames past the end.
     """
-    if window <= 0 or stride <= 0:
-        raise ValueError(f"window and stride must be positive, got window={window}, stride={stride}")
+    if window <= 0 or stride <= 0 or align <= 0:
+        raise ValueError(f"window, stride and align must be positive, got window={window}, stride={stride}, align={align}")
+    if stride % align:
+        raise ValueError(f"stride {stride} must be a multiple of align {align}")
     if length <= window:
         return [0]
     starts = list(range(0, length - window + 1, stride))
-    if end_aligned and starts[-1] != length - window:
-        starts.append(length - window)
+    last = -(-(length - window) // align) * align
+    if end_aligned and starts[-1] != last:
+        starts.append(last)
     return starts
 
 
@@ -175,17 +180,18 @@ def make_windows(
     fps: float,
     end_aligned: bool = True,
     drop_empty: bool = False,
+    align: int = 1,
 ) -> list[Window]:
     """Cut every sequence into windows (NOTES.md section 3).
 
     ``sequences``: items with ``sample``, ``num_frames``, ``fps`` (the source fps) and ``gestures``.
     A gesture is kept by a window only when it lies fully inside; ``drop_empty`` drops windows that keep
-    none (PointTAD's training rule).
+    none (PointTAD's training rule). ``align``: see :func:`window_starts`.
     """
     windows = []
     for seq in sequences:
         length = num_sampled(seq.num_frames, seq.fps, fps)
-        for start in window_starts(length, window, stride, end_aligned):
+        for start in window_starts(length, window, stride, end_aligned, align):
             indices, segments, labels = gestures_in_window(seq.gestures, start, window, seq.fps, fps)
             if drop_empty and len(indices) == 0:
                 continue
@@ -195,10 +201,11 @@ def make_windows(
     return windows
 
 
-def split_windows(sequences: Sequence[Any], data_cfg: Any, split: str) -> list[Window]:
+def split_windows(sequences: Sequence[Any], data_cfg: Any, split: str, align: int = 1) -> list[Window]:
     """Windows by the configured rules: ``"train"`` strides ``data.train_step`` and drops windows
-    without ground truth; ``"test"`` strides ``data.test_step``; both end-align a last window."""
+    without ground truth; ``"test"`` strides ``data.test_step``; both end-align a last window (so the
+    end of a sequence is seen in training too)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     stride = data_cfg.train_step if split == "train" else data_cfg.test_step
-    return make_windows(sequences, data_cfg.window, stride, data_cfg.fps, end_aligned=True, drop_empty=split == "train")
+    return make_windows(sequences, data_cfg.window, stride, data_cfg.fps, end_aligned=True, drop_empty=split == "train", align=align)
