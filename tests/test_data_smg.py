@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,3 +225,14 @@ def test_index_release_reports_gaps_and_refuses_duplicates(small_root, tmp_path)
         index_release([tmp_path / "empty"], tmp_path / "out3")
     with pytest.raises(DataError, match="not a folder"):
         index_release([tmp_path / "nowhere"], tmp_path / "out3")
+
+
+def test_the_index_script_is_thin_over_the_library(small_root, tmp_path, capsys):
+    import runpy
+
+    videos, labels = _fake_release(small_root, tmp_path)
+    script = runpy.run_path(str(Path(__file__).resolve().parents[1] / "data_scripts" / "index_smg_release.py"))
+    assert script["main"]([str(videos), str(labels), "--out", str(tmp_path / "out")]) == 0
+    assert "indexed 3 sequence(s)" in capsys.readouterr().out
+    assert script["main"]([str(tmp_path / "nowhere"), "--out", str(tmp_path / "out")]) == 2
+    assert "not a folder" in capsys.readouterr().err
