@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from mgtutor.eval.miga_f1 import correct_detections, miga_f1, miga_overlap
+from mgtutor.eval.miga_f1 import correct_detections, miga_f1, miga_f1_over_thresholds, miga_overlap
 
 
 def kit_loop(predictions, ground_truth, alpha, consume):
@@ -109,7 +109,7 @@ def test_predictions_for_unknown_sequences_count_as_predictions():
 def test_bad_input_is_refused_clearly():
     with pytest.raises(ValueError, match="start frame 9 is after end frame 3"):
         miga_f1({"A": [(1, 9, 3)]}, {"A": [(1, 0, 10)]})
-    with pytest.raises(ValueError, match="triples"):
+    with pytest.raises(ValueError, match=r"must be \(label, start_frame, end_frame\) tuples"):
         miga_f1({"A": [(1, 9)]}, {"A": [(1, 0, 10)]})
     with pytest.raises(ValueError, match="spelled the same way"):
         miga_f1({36: [(1, 0, 10)]}, {"Sample0036": [(1, 0, 10)]})
@@ -139,3 +139,24 @@ def test_agrees_with_the_kit_loop_on_random_cases(one_to_one):
         correct, num_pred, num_gt, f1 = kit_loop(predictions, ground_truth, 0.3, consume=one_to_one)
         assert (result.correct, result.num_predictions, result.num_ground_truth) == (correct, num_pred, num_gt)
         assert result.f1 == pytest.approx(f1, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("one_to_one", [False, True])
+def test_over_thresholds_equals_thresholding_first(one_to_one):
+    rng = random.Random(1)
+    thresholds = (0.0, 0.25, 0.5, 0.75, 1.1)
+    for _ in range(50):
+        ground_truth = {s: [] for s in range(3)}
+        predictions = {s: [] for s in range(2)}  # sequence 2 has no predictions
+        for sequence in ground_truth:
+            for _ in range(rng.randint(0, 5)):
+                s = rng.randint(0, 60)
+                ground_truth[sequence].append((rng.randint(1, 2), s, s + rng.randint(1, 20)))
+        for sequence in predictions:
+            for _ in range(rng.randint(0, 8)):
+                s = rng.randint(0, 60)
+                predictions[sequence].append((rng.randint(1, 2), s, s + rng.randint(1, 20), rng.random()))
+        results = miga_f1_over_thresholds(predictions, ground_truth, thresholds, one_to_one=one_to_one)
+        for threshold, result in zip(thresholds, results):
+            kept = {s: [p[:3] for p in preds if p[3] >= threshold] for s, preds in predictions.items()}
+            assert result == miga_f1(kept, ground_truth, one_to_one=one_to_one)

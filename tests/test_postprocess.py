@@ -174,3 +174,21 @@ def test_windows_to_f1_end_to_end():
     assert as_gestures(detections) == [(1, 32.0, 64.0), (3, 192.0, 224.0)]
     result = miga_f1({"S": as_gestures(detections)}, {"S": [(1, 30, 66), (3, 190, 220)]})
     assert result.correct == 2 and result.num_predictions == 2
+
+
+def test_select_threshold_scores_every_setting_as_miga_f1_does():
+    rng = random.Random(2)
+    ground_truth, predictions = {}, {}
+    for sequence in range(3):
+        ground_truth[sequence] = [(rng.randint(1, 3), s, s + rng.randint(5, 20)) for s in rng.sample(range(200), 6)]
+        predictions[sequence] = [
+            Detection(rng.randint(1, 3), s, s + rng.randint(5, 20), rng.random()) for s in rng.sample(range(200), 25)
+        ]
+    for one_to_one in (False, True):
+        selection = select_threshold(
+            predictions, ground_truth, (0.0, 0.3, 0.6, 0.9), (None, 0.2, 0.6), one_to_one=one_to_one
+        )
+        for threshold, nms_iou, f1 in selection.tried:
+            kept = {s: as_gestures(filter_detections(d, threshold, nms_iou)) for s, d in predictions.items()}
+            assert f1 == miga_f1(kept, ground_truth, one_to_one=one_to_one).f1
+        assert selection.f1.f1 == max(f1 for _, _, f1 in selection.tried)

@@ -1,7 +1,14 @@
 """mgtutor.eval: the challenge's F1, detection-mAP, and turning per-query outputs into detections."""
 
 from mgtutor.eval.detection_map import DEFAULT_THRESHOLDS, MapResult, average_precision, detection_map
-from mgtutor.eval.miga_f1 import F1Result, SequenceCounts, correct_detections, miga_f1, miga_overlap
+from mgtutor.eval.miga_f1 import (
+    F1Result,
+    SequenceCounts,
+    correct_detections,
+    miga_f1,
+    miga_f1_over_thresholds,
+    miga_overlap,
+)
 from mgtutor.eval.postprocess import (
     Detection,
     Selection,
@@ -32,6 +39,7 @@ __all__ = [
     "merge_windows",
     "meta_to_frames",
     "miga_f1",
+    "miga_f1_over_thresholds",
     "miga_overlap",
     "nms",
     "query_detections",

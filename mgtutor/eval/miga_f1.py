@@ -80,13 +80,14 @@ def miga_overlap(prediction: Sequence[float], ground_truth: Sequence[float]) -> 
     return (min(pe, ge) - max(ps, gs)) / span if span > 0 else 0.0
 
 
-def _as_array(gestures: Sequence[Sequence[float]], what: str) -> np.ndarray:
-    """(n, 3) float64 array of (label, start, end) rows, checked; ``what`` names them in errors."""
+def _as_array(gestures: Sequence[Sequence[float]], what: str, width: int = 3) -> np.ndarray:
+    """(n, width) float64 array of (label, start, end[, score]) rows, checked; ``what`` names them in errors."""
     array = np.asarray(list(gestures), dtype=np.float64)
     if array.size == 0:
-        return np.zeros((0, 3))
-    if array.ndim != 2 or array.shape[1] != 3:
-        raise ValueError(f"{what} must be (label, start_frame, end_frame) triples")
+        return np.zeros((0, width))
+    if array.ndim != 2 or array.shape[1] != width:
+        fields = "(label, start_frame, end_frame" + (", score)" if width == 4 else ")")
+        raise ValueError(f"{what} must be {fields} tuples")
     bad = np.flatnonzero(array[:, 1] > array[:, 2])
     if len(bad):
         row = bad[0]
@@ -97,35 +98,24 @@ def _as_array(gestures: Sequence[Sequence[float]], what: str) -> np.ndarray:
     return array
 
 
-def correct_detections(
-    predictions: Sequence[Sequence[float]],
-    ground_truth: Sequence[Sequence[float]],
-    alpha: float = OFFICIAL_ALPHA,
-    one_to_one: bool = False,
-) -> int:
-    """Number of ground-truth gestures of one sequence credited with a correct detection (step 1-2 above).
-
-    Args:
-        predictions, ground_truth: lists of ``(label, start_frame, end_frame)``, in order.
-        alpha: overlap that must be strictly exceeded.
-        one_to_one: consume a prediction once credited (the strict variant).
-    """
-    return _correct(_as_array(predictions, "predictions"), _as_array(ground_truth, "ground truth"), alpha, one_to_one)
-
-
-def _correct(pred: np.ndarray, gt: np.ndarray, alpha: float, one_to_one: bool) -> int:
-    if len(pred) == 0 or len(gt) == 0:
-        return 0
-    # (ground truth, prediction) matrices; the same float64 division as the kit's Python int / int
+def _hits(pred: np.ndarray, gt: np.ndarray, alpha: float) -> np.ndarray:
+    """(ground truth, prediction) bool matrix: same label and overlap > alpha."""
+    # the same float64 division as the kit's Python int / int
     ps, pe = pred[None, :, 1], pred[None, :, 2]
     gs, ge = gt[:, None, 1], gt[:, None, 2]
     span = np.maximum(pe, ge) - np.minimum(ps, gs)
     inter = np.minimum(pe, ge) - np.maximum(ps, gs)
     overlap = np.divide(inter, span, out=np.zeros_like(span), where=span > 0)
-    hit = (gt[:, None, 0] == pred[None, :, 0]) & (overlap > alpha)
+    return (gt[:, None, 0] == pred[None, :, 0]) & (overlap > alpha)
+
+
+def _count(hit: np.ndarray, one_to_one: bool) -> int:
+    """Credited ground-truth gestures, given the hit matrix with predictions in order."""
+    if hit.size == 0:
+        return 0
     if not one_to_one:
         return int(hit.any(axis=1).sum())
-    free = np.ones(len(pred), dtype=bool)
+    free = np.ones(hit.shape[1], dtype=bool)
     correct = 0
     for row in hit:
         candidates = np.flatnonzero(row & free)
@@ -133,6 +123,44 @@ def _correct(pred: np.ndarray, gt: np.ndarray, alpha: float, one_to_one: bool) -
             free[candidates[0]] = False  # the first one in order, as the kit's walk takes
             correct += 1
     return correct
+
+
+def correct_detections(
+    predictions: Sequence[Sequence[float]],
+    ground_truth: Sequence[Sequence[float]],
+    alpha: float = OFFICIAL_ALPHA,
+    one_to_one: bool = False,
+) -> int:
+    """Number of ground-truth gestures of one sequence credited with a correct detection (steps 1-2 above).
+
+    Args:
+        predictions, ground_truth: lists of ``(label, start_frame, end_frame)``, in order.
+        alpha: overlap that must be strictly exceeded.
+        one_to_one: consume a prediction once credited (the strict variant).
+    """
+    pred, gt = _as_array(predictions, "predictions"), _as_array(ground_truth, "ground truth")
+    return _count(_hits(pred, gt, alpha), one_to_one)
+
+
+def _sequence_ids(predictions: Mapping, ground_truth: Mapping) -> list[Hashable]:
+    """The ground truth's sequences, then the predictions' others; refuses ids that never meet."""
+    if predictions and ground_truth and not set(predictions) & set(ground_truth):
+        raise ValueError(
+            "no sequence id of the predictions appears in the ground truth "
+            f"(e.g. {next(iter(predictions))!r} vs {next(iter(ground_truth))!r}); are the ids spelled the same way?"
+        )
+    return list(ground_truth) + [s for s in predictions if s not in ground_truth]
+
+
+def _totals(per_sequence: dict[Hashable, SequenceCounts]) -> F1Result:
+    """Micro-aggregation (step 3 above)."""
+    correct = sum(c.correct for c in per_sequence.values())
+    num_predictions = sum(c.num_predictions for c in per_sequence.values())
+    num_ground_truth = sum(c.num_ground_truth for c in per_sequence.values())
+    precision = correct / num_predictions if num_predictions else 0.0
+    recall = correct / num_ground_truth if num_ground_truth else 0.0
+    f1 = 2 * precision * recall / (precision + recall + 1e-7)
+    return F1Result(precision, recall, f1, correct, num_predictions, num_ground_truth, per_sequence)
 
 
 def miga_f1(
@@ -154,20 +182,41 @@ def miga_f1(
     Returns:
         :class:`F1Result`; ``per_sequence`` covers every sequence of either mapping.
     """
-    if predictions and ground_truth and not set(predictions) & set(ground_truth):
-        raise ValueError(
-            "no sequence id of the predictions appears in the ground truth "
-            f"(e.g. {next(iter(predictions))!r} vs {next(iter(ground_truth))!r}); are the ids spelled the same way?"
-        )
     per_sequence = {}
-    for sequence in list(ground_truth) + [s for s in predictions if s not in ground_truth]:
+    for sequence in _sequence_ids(predictions, ground_truth):
         pred = _as_array(predictions.get(sequence, ()), f"predictions for sequence {sequence!r}")
         gt = _as_array(ground_truth.get(sequence, ()), f"ground truth for sequence {sequence!r}")
-        per_sequence[sequence] = SequenceCounts(_correct(pred, gt, alpha, one_to_one), len(pred), len(gt))
-    correct = sum(c.correct for c in per_sequence.values())
-    num_predictions = sum(c.num_predictions for c in per_sequence.values())
-    num_ground_truth = sum(c.num_ground_truth for c in per_sequence.values())
-    precision = correct / num_predictions if num_predictions else 0.0
-    recall = correct / num_ground_truth if num_ground_truth else 0.0
-    f1 = 2 * precision * recall / (precision + recall + 1e-7)
-    return F1Result(precision, recall, f1, correct, num_predictions, num_ground_truth, per_sequence)
+        per_sequence[sequence] = SequenceCounts(_count(_hits(pred, gt, alpha), one_to_one), len(pred), len(gt))
+    return _totals(per_sequence)
+
+
+def miga_f1_over_thresholds(
+    predictions_with_scores: Mapping[Hashable, Sequence[Sequence[float]]],
+    ground_truth: Mapping[Hashable, Sequence[Sequence[float]]],
+    score_thresholds: Sequence[float],
+    alpha: float = OFFICIAL_ALPHA,
+    one_to_one: bool = False,
+) -> list[F1Result]:
+    """:func:`miga_f1` of the predictions scoring >= each threshold, computing the overlaps once.
+
+    Args:
+        predictions_with_scores: sequence id -> list of ``(label, start_frame, end_frame, score)``.
+        ground_truth, alpha, one_to_one: as :func:`miga_f1`.
+        score_thresholds: one result per threshold.
+
+    Returns:
+        ``[miga_f1({s: [(l, a, b) for l, a, b, score in p if score >= t] ...}, ground_truth) for t in ...]``.
+    """
+    hits = {}
+    for sequence in _sequence_ids(predictions_with_scores, ground_truth):
+        pred = _as_array(predictions_with_scores.get(sequence, ()), f"predictions for sequence {sequence!r}", 4)
+        gt = _as_array(ground_truth.get(sequence, ()), f"ground truth for sequence {sequence!r}")
+        hits[sequence] = (_hits(pred, gt, alpha), pred[:, 3], len(gt))
+    results = []
+    for threshold in score_thresholds:
+        per_sequence = {}
+        for sequence, (hit, scores, num_gt) in hits.items():
+            keep = scores >= threshold
+            per_sequence[sequence] = SequenceCounts(_count(hit[:, keep], one_to_one), int(keep.sum()), num_gt)
+        results.append(_totals(per_sequence))
+    return results

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from mgtutor.data.windows import window_to_frames
-from mgtutor.eval.miga_f1 import OFFICIAL_ALPHA, F1Result, miga_f1
+from mgtutor.eval.miga_f1 import OFFICIAL_ALPHA, F1Result, miga_f1_over_thresholds
 from mgtutor.model.segments import pairwise_iou
 
 DEFAULT_SCORE_THRESHOLDS = tuple(round(0.02 * i, 2) for i in range(50))  # 0.00, 0.02, ..., 0.98
@@ -143,17 +143,17 @@ def nms(detections: Sequence[Detection], iou_threshold: float) -> list[Detection
     tIoU with an already kept detection of the same class is greater than ``iou_threshold``. The kept
     detections keep their input order.
     """
-    if not detections:
-        return []
-    order = sorted(range(len(detections)), key=lambda i: -detections[i].score)
-    segments = torch.tensor([[d.start, d.end] for d in detections], dtype=torch.float64)
-    labels = np.array([d.label for d in detections])
-    iou = pairwise_iou(segments, segments).numpy()
     keep = np.zeros(len(detections), dtype=bool)
-    for i in order:
-        rivals = keep & (labels == labels[i])
-        if not np.any(iou[i, rivals] > iou_threshold):
-            keep[i] = True
+    labels = np.array([d.label for d in detections])
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        members = members[np.argsort([-detections[i].score for i in members], kind="stable")]
+        segments = torch.tensor([[detections[i].start, detections[i].end] for i in members], dtype=torch.float64)
+        iou = pairwise_iou(segments, segments).numpy()
+        kept_here = np.zeros(len(members), dtype=bool)
+        for rank in range(len(members)):
+            kept_here[rank] = not np.any(iou[rank, kept_here] > iou_threshold)
+        keep[members[kept_here]] = True
     return [d for d, k in zip(detections, keep) if k]
 
 
@@ -207,9 +207,8 @@ def select_threshold(
     for nms_iou in nms_ious:
         # NMS once per setting: it commutes with the score threshold (module docstring)
         suppressed = {s: list(d) if nms_iou is None else nms(d, nms_iou) for s, d in train_predictions.items()}
-        for threshold in score_thresholds:
-            kept = {s: as_gestures([d for d in dets if d.score >= threshold]) for s, dets in suppressed.items()}
-            result = miga_f1(kept, train_ground_truth, alpha=alpha, one_to_one=one_to_one)
+        results = miga_f1_over_thresholds(suppressed, train_ground_truth, score_thresholds, alpha, one_to_one)
+        for threshold, result in zip(score_thresholds, results):
             tried.append((threshold, nms_iou, result.f1))
             if best is None or result.f1 > best[2].f1:
                 best = (threshold, nms_iou, result)
