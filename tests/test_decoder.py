@@ -78,8 +78,23 @@ def test_initialisation_is_the_stated_one():
         assert weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.2)
 
 
+def test_mamba_blocks_add_parameters_beside_pointtads():
+    pointtad = set(DecoderLayer(tiny(mamba_blocks=0)).state_dict())
+    paper = set(DecoderLayer(tiny(mamba_blocks=2, d_state=4)).state_dict())
+    assert pointtad < paper
+    assert all(key.startswith("query_mixer.blocks.") for key in paper - pointtad)
+
+
+def test_mamba_blocks_keep_their_initialisation_in_a_layer():
+    layer = DecoderLayer(tiny(mamba_blocks=2, d_state=4))
+    for block in layer.query_mixer.blocks:
+        a_log = block.mixer.A_log.detach()
+        torch.testing.assert_close(a_log, torch.log(torch.arange(1.0, 5.0)).expand_as(a_log))
+        torch.testing.assert_close(block.mixer.D.detach(), torch.ones_like(block.mixer.D))
+
+
 def test_at_initialisation_every_layer_keeps_the_points_in_the_middle():
-    cfg = tiny()
+    cfg = tiny(mamba_blocks=2, d_state=4)
     decoder = Decoder(cfg)
     start = QueryPoints(cfg.queries, cfg.points)(2)
     _, segments, points = decoder(torch.randn(2, 16, 32), start, torch.randn(2, 6, 32))

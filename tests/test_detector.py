@@ -51,8 +51,10 @@ def test_wrong_input_is_refused():
 
 
 def test_paper_configuration_runs_once_on_features():
-    # hidden 512, 48 queries, 30 points, 4 layers, mix 64: about 50M mixing parameters a layer
-    cfg = ModelConfig(encoder="features", feature_dim=1024, mamba_blocks=0)
+    # the paper's model: hidden 512, 48 queries, 30 points, 4 layers, mix 64 (about 50M mixing parameters a
+    # layer), 2 Mamba blocks before the attention
+    cfg = ModelConfig(encoder="features", feature_dim=1024)
+    assert cfg.mamba_blocks == 2
     detector = Detector(cfg).eval()
     with torch.no_grad():
         out = detector(torch.randn(1, 1024, 32))
@@ -79,10 +81,53 @@ def test_param_groups_split_encoder_decoder_and_no_decay():
     assert detector.param_groups(lr=1.0)[0]["lr"] == pytest.approx(detector.cfg.encoder_lr_scale)
 
 
+def test_mamba_parameters_go_without_weight_decay():
+    detector = Detector(tiny(mamba_blocks=2, d_state=4))
+    by_name = {group["name"]: group for group in detector.param_groups(lr=1e-3)}
+    assert by_name["no_decay"]["weight_decay"] == 0.0
+    mixers = [block.mixer for layer in detector.decoder.layers for block in layer.query_mixer.blocks]
+    assert len(mixers) == 4
+    expected = {id(p) for mixer in mixers for p in (mixer.A_log, mixer.D)}
+    assert {id(p) for p in by_name["no_decay"]["params"]} == expected
+    assert all(id(p) not in expected for p in by_name["decoder"]["params"])
+
+
 def test_param_groups_leave_out_a_frozen_backbone():
     detector = Detector(tiny(encoder="small", freeze_encoder=True))
     names = [group["name"] for group in detector.param_groups(lr=1e-3)]
     assert "encoder" not in names
+
+
+@pytest.mark.parametrize("order", ["given", "centre", "bidirectional"])
+def test_paper_model_with_each_query_order(order):
+    detector = Detector(tiny(mamba_blocks=2, d_state=4, query_order=order))
+    out = detector(torch.randn(2, 24, 16))
+    assert out.logits.shape == (2, 2, 8, 6) and out.points.shape == (3, 2, 8, 9)
+    # Mamba keeps its own initialisation inside the detector
+    mixer = detector.decoder.layers[1].query_mixer.blocks[1].mixer
+    torch.testing.assert_close(mixer.A_log.detach(), torch.log(torch.arange(1.0, 5.0)).expand_as(mixer.A_log))
+
+
+def test_centre_ordered_detector_is_equivariant_to_permuting_the_queries():
+    torch.manual_seed(0)
+    detector = Detector(tiny(mamba_blocks=2, d_state=4, query_order="centre")).eval()
+    with torch.no_grad():
+        detector.query_points.weight.uniform_(0.2, 0.8)  # distinct centres, so the order is the content's
+        for layer in detector.decoder.layers:
+            layer.point_head.delta.weight.normal_(0, 0.05)
+    features = torch.randn(1, 24, 16)
+    out = detector(features)
+    perm = torch.randperm(8)
+    with torch.no_grad():
+        detector.query_vectors.copy_(detector.query_vectors[perm])
+        detector.query_points.weight.copy_(detector.query_points.weight[perm])
+    permuted = detector(features)
+    torch.testing.assert_close(permuted.logits, out.logits[:, :, perm])
+    torch.testing.assert_close(permuted.points, out.points[:, :, perm])
+    # with the order as given, the same permutation changes the predictions
+    given = Detector(tiny(mamba_blocks=2, d_state=4, query_order="given")).eval()
+    given.load_state_dict(detector.state_dict())
+    assert not torch.allclose(given(features).logits[:, :, perm], out.logits, atol=1e-4)
 
 
 def test_parameter_table_adds_up():
@@ -99,9 +144,10 @@ def test_parameter_table_adds_up():
 
 
 @pytest.mark.slow
-def test_tiny_detector_overfits_one_window():
+@pytest.mark.parametrize("mamba_blocks", [0, 2], ids=["pointtad", "mamba_mhsa"])
+def test_tiny_detector_overfits_one_window(mamba_blocks):
     torch.manual_seed(0)
-    cfg = tiny(queries=6, layers=2, mix_dim=4, dropout=0.0)
+    cfg = tiny(queries=6, layers=2, mix_dim=4, dropout=0.0, mamba_blocks=mamba_blocks, d_state=4)
     detector = Detector(cfg)
     features = torch.randn(1, 24, 16)
     targets = [{"segments": torch.tensor([[0.1, 0.35], [0.5, 0.9]]), "labels": torch.tensor([1, 3])}]

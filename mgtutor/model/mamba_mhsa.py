@@ -32,6 +32,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mgtutor.ssm import Mamba
+
 ORDERS = ("given", "centre", "bidirectional")
 
 
@@ -53,8 +55,6 @@ class ResidualMambaBlock(nn.Module):
         bidirectional: bool = False,
     ) -> None:
         super().__init__()
-        from mgtutor.ssm import Mamba
-
         self.norm = nn.LayerNorm(hidden)
         self.mixer = Mamba(hidden, d_state=d_state, d_conv=d_conv, expand=expand, backend=backend)
         self.mixer_reverse = (
