@@ -1,1 +1,2 @@
 """mgtutor.model"""
+from mgtutor.model.detector import Detector, DetectorOutput, parameter_table
