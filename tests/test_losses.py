@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import pytest
 import torch
 import torch.distributed as dist
 
-from mgtutor.config import TrainConfig
+from mgtutor.config import ModelConfig, TrainConfig
+from mgtutor.model.detector import Detector, DetectorOutput
 from mgtutor.train.losses import SetCriterion, dense_targets
 
 
-@dataclass
-class Output:
-    """The fields of ``DetectorOutput`` that the criterion reads."""
-
-    logits: torch.Tensor  # (L, b, q, k + 1)
-    segments: torch.Tensor  # (L, b, q, 2)
-    dense: torch.Tensor | None = None  # (b, t, k)
+def detector_output(logits, segments, dense=None):
+    """A ``DetectorOutput`` with the given logits (L, b, q, k + 1), segments (L, b, q, 2), dense (b, t, k)."""
+    points = torch.zeros(logits.shape[0] + 1, *logits.shape[1:3], 3)  # not read by the criterion
+    return DetectorOutput(logits, segments, points, dense)
 
 
 def target(labels, segments):
@@ -31,7 +28,7 @@ def tiny_case():
     logits = torch.tensor([[[[0.0, 2.0, 0.0], [0.0, 0.0, 3.0], [1.0, 0.0, 0.0]]]])
     segments = torch.tensor([[[[0.2, 0.5], [0.7, 0.9], [0.0, 0.1]]]])
     dense = torch.tensor([[[0.5, -1.0], [0.0, 2.0], [-0.5, 1.0], [1.5, 0.0]]])  # (b=1, t=4, k=2)
-    return Output(logits, segments, dense), [target([1], [0.2, 0.6])]
+    return detector_output(logits, segments, dense), [target([1], [0.2, 0.6])]
 
 
 def test_each_term_by_hand():
@@ -99,7 +96,7 @@ def test_normalised_by_ground_truth_count_across_the_batch():
     segments = torch.tensor([[[[0.1, 0.3], [0.5, 0.9], [0.0, 1.0]], [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]]]])
     targets = [target([0, 1], [[0.1, 0.2], [0.5, 0.8]]), target([], [])]
     criterion = SetCriterion(TrainConfig(aux_loss=False), 2)
-    losses = criterion(Output(logits, segments), targets)
+    losses = criterion(detector_output(logits, segments), targets)
     # L1: (0.2, 0.2) vs (0.15, 0.1) -> 0.15; (0.7, 0.4) vs (0.65, 0.3) -> 0.15; N = 2
     assert losses["l1"].item() == pytest.approx(0.3 / 2, rel=1e-5)
     # tIoU 0.1 / 0.2 and 0.3 / 0.4
@@ -110,7 +107,7 @@ def test_normalised_by_ground_truth_count_across_the_batch():
 def test_batch_without_ground_truth():
     logits = torch.randn(2, 1, 4, 3, requires_grad=True)
     segments = torch.rand(2, 1, 4, 2).sort(-1).values.requires_grad_()
-    losses = SetCriterion(TrainConfig(), 2)(Output(logits, segments), [target([], [])])
+    losses = SetCriterion(TrainConfig(), 2)(detector_output(logits, segments), [target([], [])])
     assert losses["l1"].item() == 0.0 and losses["iou"].item() == 0.0
     # every query is pushed to "no object" (all weights equal, so a plain mean)
     expected = torch.nn.functional.cross_entropy(logits[-1, 0], torch.full((4,), 2))
@@ -127,7 +124,7 @@ def test_aux_layers_are_matched_again():
     segments = torch.stack([last.flip(0), last])[:, None]  # (L=2, b=1, q=2, 2)
     logits = torch.zeros(2, 1, 2, 3)
     criterion = SetCriterion(TrainConfig(), 2)
-    output = Output(logits, segments)
+    output = detector_output(logits, segments)
     first_match = criterion.match(output, targets, layer=0)[0]
     last_match = criterion.match(output, targets, layer=1)[0]
     assert first_match[1].tolist() == [1, 0] and last_match[1].tolist() == [0, 1]
@@ -146,7 +143,7 @@ def test_aux_layers_are_matched_again():
 
 def test_gradients_reach_every_output():
     output, targets = tiny_case()
-    output = Output(*(t.clone().requires_grad_() for t in (output.logits, output.segments, output.dense)))
+    output = detector_output(*(t.clone().requires_grad_() for t in (output.logits, output.segments, output.dense)))
     SetCriterion(TrainConfig(), 2)(output, targets)["total"].backward()
     for tensor in (output.logits, output.segments, output.dense):
         assert torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0
@@ -157,7 +154,7 @@ def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match="for 3 classes"):
         SetCriterion(TrainConfig(), 3)(output, targets)
     with pytest.raises(ValueError, match="dense logits"):
-        SetCriterion(TrainConfig(), 2)(Output(output.logits, output.segments, torch.zeros(1, 4, 5)), targets)
+        SetCriterion(TrainConfig(), 2)(detector_output(output.logits, output.segments, torch.zeros(1, 4, 5)), targets)
 
 
 def test_single_process_group_normaliser(tmp_path):
@@ -168,3 +165,18 @@ def test_single_process_group_normaliser(tmp_path):
         assert losses["l1"].item() == pytest.approx(0.15, rel=1e-6)
     finally:
         dist.destroy_process_group()
+
+
+def test_a_real_detector_output_trains():
+    config = ModelConfig(
+        encoder="features", feature_dim=16, hidden=32, queries=6, points=6, layers=2, heads=4, ffn=32, mix_dim=8,
+        boundary_points=2, mamba_blocks=0,
+    )  # fmt: skip
+    model = Detector(config)
+    output = model(torch.randn(2, 16, 8))
+    targets = [target([3, 16], [[0.1, 0.4], [0.5, 0.55]]), target([], [])]
+    losses = SetCriterion(TrainConfig(), config.num_classes)(output, targets)
+    assert set(losses) == {"class", "l1", "iou", "dense", "class_0", "l1_0", "iou_0", "total"}
+    losses["total"].backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
