@@ -51,6 +51,22 @@ def features_path(features_dir: str | Path, sample: int) -> Path:
     return Path(features_dir) / f"{sample_name(sample)}.npy"
 
 
+def centre_box(height: int, width: int, size: int) -> tuple[int, int]:
+    """``(top, left)`` of the test crop: a ``size`` x ``size`` square in the middle of the frame."""
+    if size > height or size > width:
+        raise ConfigError(f"data.crop={size} is larger than the frames ({height}x{width}); lower data.crop or raise data.short_side")
+    return (height - size) // 2, (width - size) // 2
+
+
+def frames_to_clip(frames: np.ndarray, window: int) -> torch.Tensor:
+    """Cropped uint8 frames ``(t, h, w, 3)``, ``1 <= t <= window`` -> float32 clip ``(3, window, h, w)`` in
+    [-1, 1]; a window reaching past the end of its sequence repeats the last frame. Online prediction
+    builds its clips with this too, so both paths see the same numbers."""
+    if len(frames) < window:
+        frames = np.concatenate([frames, np.repeat(frames[-1:], window - len(frames), axis=0)])
+    return rearrange(torch.from_numpy(np.ascontiguousarray(frames)), "t h w c -> c t h w").float().div_(127.5).sub_(1.0)
+
+
 class WindowDataset(Dataset):
     """Windows of ``sequences`` cut by ``data_cfg``'s rules for ``split`` ("train" or "test")."""
 
@@ -115,11 +131,10 @@ class WindowDataset(Dataset):
 
     def _crop_box(self, height: int, width: int) -> tuple[int, int]:
         size = self.cfg.crop
-        if size > height or size > width:
-            raise ConfigError(f"data.crop={size} is larger than the frames ({height}x{width}); lower data.crop or raise data.short_side")
+        centre = centre_box(height, width, size)  # also checks the crop fits
         if self.augment:
             return int(torch.randint(0, height - size + 1, ())), int(torch.randint(0, width - size + 1, ()))
-        return (height - size) // 2, (width - size) // 2
+        return centre
 
     def _clip(self, seq: SequenceInfo, w: Window, total: int) -> torch.Tensor:
         stop = min(w.start + w.size, total)
@@ -132,10 +147,7 @@ class WindowDataset(Dataset):
         top, left = self._crop_box(frames.shape[1], frames.shape[2])
         size = self.cfg.crop
         # slice before converting, so only the crop of the window is read from the memory map
-        crop = np.array(frames[w.start - offset : stop - offset, top : top + size, left : left + size])
-        if len(crop) < w.size:
-            crop = np.concatenate([crop, np.repeat(crop[-1:], w.size - len(crop), axis=0)])
-        clip = rearrange(torch.from_numpy(crop), "t h w c -> c t h w").float().div_(127.5).sub_(1.0)
+        clip = frames_to_clip(np.array(frames[w.start - offset : stop - offset, top : top + size, left : left + size]), w.size)
         if self.augment:
             clip = self._jitter(clip)
             if self.cfg.flip and torch.rand(()) < 0.5:
