@@ -283,6 +283,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{path} is not valid YAML: {err}") from err
         if not isinstance(values, dict):
             raise ConfigError(f"{path} must hold a mapping of sections (data, model, train, eval)")
+    return override_config(values, overrides)
+
+
+def override_config(values: dict[str, Any], overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """A Config from nested dicts (e.g. the one a checkpoint holds) with ``key=value`` overrides applied."""
     values = {k: dict(v) if isinstance(v, dict) else v for k, v in values.items()}
     for text in overrides:
         section, name, value = parse_override(text)
