@@ -41,6 +41,15 @@ JOINTS = (
     "SpineShoulder", "HandTipLeft", "ThumbLeft", "HandTipRight", "ThumbRight",
 )  # fmt: skip
 JOINT_INDEX = {name: i for i, name in enumerate(JOINTS)}
+# Kinect v2's skeleton tree: each joint's parent (SpineBase is the root); its items are the bones
+JOINT_PARENTS = {
+    "SpineMid": "SpineBase", "SpineShoulder": "SpineMid", "Neck": "SpineShoulder", "Head": "Neck",
+    "ShoulderLeft": "SpineShoulder", "ElbowLeft": "ShoulderLeft", "WristLeft": "ElbowLeft", "HandLeft": "WristLeft",
+    "ShoulderRight": "SpineShoulder", "ElbowRight": "ShoulderRight", "WristRight": "ElbowRight", "HandRight": "WristRight",
+    "HipLeft": "SpineBase", "KneeLeft": "HipLeft", "AnkleLeft": "KneeLeft", "FootLeft": "AnkleLeft",
+    "HipRight": "SpineBase", "KneeRight": "HipRight", "AnkleRight": "KneeRight", "FootRight": "AnkleRight",
+    "HandTipLeft": "HandLeft", "ThumbLeft": "HandLeft", "HandTipRight": "HandRight", "ThumbRight": "HandRight",
+}  # fmt: skip
 # The 11 values of a joint: world position (m), orientation quaternion, colour-image pixel position, and two
 # values SMG does not document (mgtutor's synthetic set writes the joint's depth-image pixel position there).
 SKELETON_FIELDS = ("x", "y", "z", "qx", "qy", "qz", "qw", "u", "v", "extra_u", "extra_v")

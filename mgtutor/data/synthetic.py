@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from mgtutor.data.errors import DataError
-from mgtutor.data.smg import JOINT_INDEX, JOINTS, Gesture, sample_name, write_data, write_labels, write_skeleton
+from mgtutor.data.smg import JOINT_INDEX, JOINT_PARENTS, JOINTS, Gesture, sample_name, write_data, write_labels, write_skeleton
 
 DIFFICULTIES = ("demo", "hard")
 MARKER = "synthetic.json"  # written last into a finished synthetic root, with the parameters that made it
@@ -90,7 +90,7 @@ GESTURES: tuple[GestureSpec, ...] = (
     GestureSpec(13, "tilting head", "the head sways from side to side, about 0.8 Hz", frozenset({"head"}),
                 shift=("head_x", 0.04, 0.8, "sin")),
     GestureSpec(14, "flapping hand", "right hand out at the side flaps sideways, about 2.5 Hz", frozenset({"right_arm"}),
-                hands=(("right", ("rest_right", -0.05, -0.03)),), wiggle=(0.03, 0.0, 2.5, "sin")),
+                hands=(("right", ("rest_right", -0.09, -0.07)),), wiggle=(0.03, 0.0, 2.5, "sin")),
     GestureSpec(15, "leaning", "the upper body leans to one side and stays", frozenset({"torso", "head", "shoulders"}) | _ARMS,
                 shift=("lean_x", 0.06, 0.0, "hold")),
     GestureSpec(16, "tapping foot", "the left foot taps up and down, about 3 Hz", frozenset({"left_leg"}),
@@ -126,15 +126,6 @@ _DURATION_SIGMA = 0.55
 _DURATION_MU = math.log(51 / 30) - _DURATION_SIGMA**2 / 2
 _DURATION_RANGE = (15 / 30, 200 / 30)
 
-# bones drawn, and the parent of each joint for orientations (SpineBase is the root)
-_PARENT = {
-    "SpineMid": "SpineBase", "SpineShoulder": "SpineMid", "Neck": "SpineShoulder", "Head": "Neck",
-    "ShoulderLeft": "SpineShoulder", "ElbowLeft": "ShoulderLeft", "WristLeft": "ElbowLeft", "HandLeft": "WristLeft",
-    "ShoulderRight": "SpineShoulder", "ElbowRight": "ShoulderRight", "WristRight": "ElbowRight", "HandRight": "WristRight",
-    "HipLeft": "SpineBase", "KneeLeft": "HipLeft", "AnkleLeft": "KneeLeft", "FootLeft": "AnkleLeft",
-    "HipRight": "SpineBase", "KneeRight": "HipRight", "AnkleRight": "KneeRight", "FootRight": "AnkleRight",
-    "HandTipLeft": "HandLeft", "ThumbLeft": "HandLeft", "HandTipRight": "HandRight", "ThumbRight": "HandRight",
-}  # fmt: skip
 _LEAVES = ("Head", "FootLeft", "FootRight", "HandTipLeft", "ThumbLeft", "HandTipRight", "ThumbRight")
 
 
@@ -544,7 +535,7 @@ def skeleton_values(seq: SyntheticSequence) -> np.ndarray:
     out[..., 0] = (uv[..., 0] - size / 2) * z / focal
     out[..., 1] = -(uv[..., 1] - size / 2) * z / focal
     out[..., 2] = z
-    for name, parent in _PARENT.items():
+    for name, parent in JOINT_PARENTS.items():
         if name in _LEAVES:
             continue
         i, pi = JOINT_INDEX[name], JOINT_INDEX[parent]
@@ -567,7 +558,7 @@ def _encode(path: Path, frames: Iterator[np.ndarray], size: int, fps: float) -> 
     # a keyframe every second keeps seeks cheap; one thread keeps parallel workers from oversubscribing
     options = {"g": str(max(1, round(fps))), "threads": "1"}
     if codec == "libx264":
-        options.update(preset="ultrafast", crf="20")
+        options.update(preset="ultrafast", crf="23")
     with av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width = stream.height = size
