@@ -20,6 +20,7 @@ from mgtutor.train.distributed import (
     DistributedContext,
     all_gather_objects,
     all_reduce_mean,
+    barrier,
     init_distributed,
     make_sampler,
     shutdown_distributed,
@@ -101,6 +102,7 @@ def _worker(folder: Path) -> None:
             "losses_equal": gathered[0]["steps"] == gathered[1]["steps"],
         }
         (folder / "report.json").write_text(json.dumps(report))
+    barrier(context)
     shutdown_distributed(context)
 
 

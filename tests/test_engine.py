@@ -17,7 +17,7 @@ from einops import rearrange, reduce
 from torch import nn
 from torch.utils.data import Dataset
 
-from mgtutor.config import Config, DataConfig, TrainConfig
+from mgtutor.config import Config, ConfigError, DataConfig, TrainConfig
 from mgtutor.train.checkpoint import CheckpointError, load_checkpoint
 from mgtutor.train.engine import LAST, LOG, NonFiniteLossError, Trainer, build_optimizer
 from mgtutor.train.log import append_record, read_log
@@ -274,3 +274,8 @@ def test_resume_refuses_another_model(tmp_path):
     state["config"]["model"]["layers"] = 2
     with pytest.raises(CheckpointError, match=r"model\.layers: 2 in the checkpoint, 4 now"):
         make_trainer(tiny_config(tmp_path)).load_state_dict(state)
+
+
+def test_an_empty_training_set_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="no training windows"):
+        Trainer(tiny_config(tmp_path), TinyDetector(), TinyCriterion(), [], collate_fn=tiny_collate)

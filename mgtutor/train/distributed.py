@@ -67,9 +67,8 @@ def init_distributed(device: torch.device | str | None = None) -> DistributedCon
 
 
 def shutdown_distributed(context: DistributedContext) -> None:
-    """Wait for every process, then leave the process group (a no-op in a single process)."""
+    """Leave the process group (a no-op in a single process); no waiting, so it also ends a failed run."""
     if context.enabled and dist.is_initialized():
-        dist.barrier()
         dist.destroy_process_group()
 
 

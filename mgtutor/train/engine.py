@@ -35,7 +35,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from mgtutor.config import Config, config_from_dict, save_config
+from mgtutor.config import Config, ConfigError, config_from_dict, save_config
+from mgtutor.data.dataset import WindowDataset, collate
+from mgtutor.model.detector import Detector
 from mgtutor.runtime import default_device, seed_everything
 from mgtutor.train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mgtutor.train.distributed import (
@@ -50,6 +52,7 @@ from mgtutor.train.distributed import (
     wrap_model,
 )
 from mgtutor.train.log import append_record, write_log
+from mgtutor.train.losses import SetCriterion
 
 Evaluate = Callable[[nn.Module, int], Mapping[str, float]]
 
@@ -134,8 +137,11 @@ class Trainer:
         context: DistributedContext | None = None,
         progress: bool = True,
     ):
-        if collate_fn is None:
-            from mgtutor.data.dataset import collate as collate_fn
+        if len(train_dataset) == 0:
+            raise ConfigError(
+                "there are no training windows: check data.root (or the synthetic set), data.train_subjects "
+                "and data.window (windows without a whole ground-truth gesture are dropped)"
+            )
         self.config = config
         self.context = context or DistributedContext(device=default_device())
         self.device = self.context.device
@@ -167,7 +173,7 @@ class Trainer:
             batch_size=config.train.batch_size,
             sampler=self.sampler,
             num_workers=config.data.num_workers,
-            collate_fn=collate_fn,
+            collate_fn=collate_fn or collate,
             pin_memory=cuda,
             generator=self.loader_generator,
         )
@@ -365,14 +371,11 @@ def build_trainer(
     evaluate: Evaluate | None = None,
     progress: bool = True,
 ) -> Trainer:
-    """The detector, the set-prediction criterion and the training windows that ``config`` describes."""
-    from mgtutor.data.dataset import WindowDataset, collate
-    from mgtutor.model.detector import Detector
-    from mgtutor.train.losses import SetCriterion
-
+    """The detector, the set-prediction criterion and the training windows that ``config`` describes
+    (``data.root``'s training subjects, or the synthetic set ``data`` describes, made when missing)."""
     context = context or DistributedContext(device=default_device())
     seed_everything(config.train.seed)
-    dataset = WindowDataset.from_config(config.data, config.model, split="train")
+    dataset = WindowDataset.from_config(config, "train")
     model = Detector(config.model)
     criterion = SetCriterion(config.train, config.model.num_classes)
     if context.enabled:
@@ -396,7 +399,8 @@ def train(
     ``resume``: False starts afresh (refusing a ``train.out`` that already holds a checkpoint), True
     continues from ``<train.out>/last.pt``, a path continues from that checkpoint. Writes ``last.pt``
     every epoch, ``best.pt`` when ``eval/<train.monitor>`` improves, and ``log.jsonl`` (which
-    ``mgtutor.viz.training.save_training_curve`` draws). Raises :class:`NonFiniteLossError` when a loss stops being finite.
+    ``mgtutor.viz.training.save_training_curve`` draws). Raises :class:`NonFiniteLossError` when a
+    loss stops being finite.
     """
     last = Path(config.train.out) / LAST
     if resume is False and last.exists():
@@ -404,12 +408,16 @@ def train(
             f"{config.train.out} already holds a checkpoint ({last}); continue it with --resume "
             "or choose another train.out"
         )
+    checkpoint = None if resume is False else last if resume is True else Path(resume)
+    if checkpoint is not None and not checkpoint.is_file():
+        raise CheckpointError(f"no checkpoint at {checkpoint} to resume from")
     context = init_distributed(device)
     try:
         trainer = build_trainer(config, context=context, evaluate=evaluate, progress=progress)
-        if resume is not False:
-            trainer.resume(None if resume is True else resume)
+        if checkpoint is not None:
+            trainer.resume(checkpoint)
         trainer.fit()
+        barrier(context)  # no process leaves while another still writes
     finally:
         shutdown_distributed(context)
     return trainer
