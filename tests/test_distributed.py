@@ -1,7 +1,8 @@
 """Several processes through torchrun: gloo on the CPU, DDP keeps the ranks' weights equal.
 
 The two-process test runs this file itself under ``python -m torch.distributed.run`` (see the
-``__main__`` block), so the process group is built from torchrun's environment exactly as in a real job.
+``__main__`` block), so the process group is built from torchrun's environment exactly as in a real job,
+and trains the real detector and losses on a tiny synthetic set.
 """
 
 from __future__ import annotations
@@ -12,9 +13,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
+
+from mgtutor.config import load_config
+from mgtutor.data.dataset import features_length, features_path
+from mgtutor.data.smg import load_root
+from mgtutor.data.synthetic import write_synthetic
+from mgtutor.train.engine import build_trainer
 
 from mgtutor.train.distributed import (
     DistributedContext,
@@ -27,9 +36,6 @@ from mgtutor.train.distributed import (
     unwrap_model,
     wrap_model,
 )
-
-HERE = Path(__file__).resolve().parent
-
 
 def test_single_process_needs_no_process_group(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
@@ -49,52 +55,65 @@ def test_single_process_needs_no_process_group(monkeypatch):
     shutdown_distributed(context)
 
 
+def tiny_features_run(folder: Path) -> Path:
+    """A tiny synthetic set with (random) precomputed features and a configuration training on it."""
+    root = write_synthetic(folder / "smg", sequences=2, seconds=12, size=32, seed=0, workers=1)
+    (folder / "features").mkdir()
+    generator = np.random.default_rng(0)
+    for seq in load_root(root):
+        steps = features_length(seq.num_frames, seq.fps, 10.0)
+        np.save(features_path(folder / "features", seq.sample), generator.standard_normal((16, steps), dtype=np.float32))
+    values = {
+        "data": {"root": str(root), "features": str(folder / "features"), "train_subjects": [1, 2], "window": 32},
+        "model": {
+            "encoder": "features", "feature_dim": 16, "hidden": 32, "queries": 8, "points": 9, "layers": 2,
+            "heads": 4, "ffn": 64, "mix_dim": 8, "mamba_blocks": 1,
+        },
+        "train": {"epochs": 1, "max_steps": 2, "batch_size": 2, "lr": 1e-3},
+    }  # fmt: skip
+    path = folder / "tiny.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
 @pytest.mark.slow
 def test_two_processes_on_gloo_keep_equal_weights_and_only_rank0_writes(tmp_path):
+    config_file = tiny_features_run(tmp_path)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    env = os.environ | {"OMP_NUM_THREADS": "1", "MGTUTOR_DEVICE": "cpu"}
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [*command, str(Path(__file__).resolve()), str(tmp_path)], capture_output=True, text=True, env=env, timeout=120
-    )
+        [*command, str(Path(__file__).resolve()), str(config_file), str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
 
     assert report["world_size"] == 2
-    assert report["initial_equal"]  # DDP broadcast rank 0's weights although rank 1 started elsewhere
     assert report["final_equal"] and report["changed"]
     first, second = report["windows"]
-    assert set(first).isdisjoint(second) and len(first) == len(second)  # each rank its own windows
+    assert set(first).isdisjoint(second) and len(first) == len(second) == 4  # each rank its own windows
     assert report["steps"] == 2 and report["losses_equal"]  # losses are averaged over the ranks
 
     assert sorted(p.name for p in (tmp_path / "rank0").iterdir()) == ["config.yaml", "last.pt", "log.jsonl"]
     assert not (tmp_path / "rank1").exists()
 
 
-def _worker(folder: Path) -> None:
-    """One rank of the torchrun job: train two steps, then compare weights across ranks."""
-    sys.path.insert(0, str(HERE))
-    from test_engine import TinyCriterion, TinyDetector, TinyWindows, tiny_collate, tiny_config
-
-    from mgtutor.train.engine import Trainer
-
+def _worker(config_file: Path, folder: Path) -> None:
+    """One rank of the torchrun job: train two steps of the real detector, then compare across ranks."""
     context = init_distributed("cpu")
     # Each rank has its own output folder here so the test can tell which rank wrote what.
-    config = tiny_config(folder / f"rank{context.rank}", epochs=1, max_steps=2)
-    torch.manual_seed(context.rank)  # different initial weights: DDP must broadcast rank 0's
-    model = TinyDetector()
-    initial = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
-    trainer = Trainer(config, model, TinyCriterion(), TinyWindows(), collate_fn=tiny_collate, context=context, progress=False)
-    synced = torch.nn.utils.parameters_to_vector(trainer.model.parameters()).detach().clone()
+    config = load_config(config_file, [f"train.out={folder / f'rank{context.rank}'}"])
+    trainer = build_trainer(config, context=context, progress=False)
+    initial = torch.nn.utils.parameters_to_vector(trainer.model.parameters()).detach().clone()
     trainer.sampler.set_epoch(0)
     windows = list(trainer.sampler)[: 2 * config.train.batch_size]
     trainer.fit()
     final = torch.nn.utils.parameters_to_vector(trainer.model.parameters()).detach()
 
-    gathered = all_gather_objects({"synced": synced, "final": final, "steps": trainer.steps, "windows": windows}, context)
+    gathered = all_gather_objects({"final": final, "steps": trainer.steps, "windows": windows}, context)
     if context.is_main:
         report = {
             "world_size": context.world_size,
-            "initial_equal": torch.equal(gathered[0]["synced"], gathered[1]["synced"]),
             "final_equal": torch.equal(gathered[0]["final"], gathered[1]["final"]),
             "changed": not torch.equal(initial, final),
             "windows": [g["windows"] for g in gathered],
@@ -107,4 +126,4 @@ def _worker(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    _worker(Path(sys.argv[1]))
+    _worker(Path(sys.argv[1]), Path(sys.argv[2]))
