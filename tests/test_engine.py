@@ -279,3 +279,18 @@ def test_resume_refuses_another_model(tmp_path):
 def test_an_empty_training_set_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="no training windows"):
         Trainer(tiny_config(tmp_path), TinyDetector(), TinyCriterion(), [], collate_fn=tiny_collate)
+
+
+def test_losses_see_float32_even_when_the_model_returns_bfloat16(tmp_path):
+    class HalfDetector(TinyDetector):
+        def forward(self, x):
+            out = super().forward(x)
+            return TinyOutput(logits=out.logits.bfloat16(), segments=out.segments.bfloat16())
+
+    class Float32Only(TinyCriterion):
+        def forward(self, output, targets):
+            assert output.logits.dtype == output.segments.dtype == torch.float32
+            return super().forward(output, targets)
+
+    trainer = Trainer(tiny_config(tmp_path), HalfDetector(), Float32Only(), TinyWindows(), collate_fn=tiny_collate)
+    assert math.isfinite(trainer.train_step(next(iter(trainer.loader)))["total"])

@@ -22,6 +22,8 @@ from mgtutor.data.dataset import WindowDataset, features_length, features_path
 from mgtutor.data.smg import load_root
 from mgtutor.data.synthetic import write_synthetic
 from mgtutor.train.checkpoint import load_checkpoint
+from mgtutor.train.distributed import DistributedContext
+from mgtutor.train.engine import build_trainer
 from mgtutor.train.losses import SetCriterion
 from mgtutor.train.log import read_log
 
@@ -120,3 +122,23 @@ def test_non_finite_loss_exits_1_and_keeps_the_last_good_checkpoint(data, tmp_pa
     assert "Traceback" not in err
     assert load_checkpoint(out / "last.pt")["epoch"] == 1
     assert [r["epoch"] for r in read_log(out / "log.jsonl")] == [1]
+
+
+@pytest.mark.cuda
+def test_cuda_runs_bf16_autocast_with_tf32_and_resumes(data, tmp_path):
+    config = load_config(write_config(data, "cuda", "features", epochs=2), [f"train.out={tmp_path}", "train.epochs=1"])
+    trainer = build_trainer(config, context=DistributedContext(device=torch.device("cuda")), progress=False)
+    dtypes = []
+    trainer.model.register_forward_hook(lambda module, inputs, output: dtypes.append(output.logits.dtype))
+    trainer.fit()
+    assert set(dtypes) == {torch.bfloat16}  # the forward pass ran under bf16 autocast
+    assert torch.backends.cuda.matmul.allow_tf32 and trainer.loader.pin_memory
+    assert all(math.isfinite(step["total"]) for step in trainer.steps)
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert "cuda" in state["rng"][0] and state["scaler"] == trainer.scaler.state_dict()
+
+    config.train.epochs = 2
+    resumed = build_trainer(config, context=DistributedContext(device=torch.device("cuda")), progress=False)
+    resumed.resume()
+    resumed.fit()
+    assert [r["epoch"] for r in read_log(tmp_path / "log.jsonl")] == [1, 2]

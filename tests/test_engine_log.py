@@ -67,6 +67,20 @@ def test_plot_draws_every_term_the_lr_and_the_evaluation(tmp_path, with_eval):
     plt.close(figure)
 
 
+def test_plot_picks_the_headline_metrics_unless_told():
+    log = [r | {"eval/f1": 0.5, "eval/map": 0.2, "eval/correct": 12, "eval/map@0.5": 0.3} for r in records(False)]
+
+    def drawn(figure):
+        names = {line.get_label() for ax in figure.axes[1:] for line in ax.get_lines()} - {"learning rate"}
+        plt.close(figure)
+        return names
+
+    assert drawn(plot_training_log(log)) == {"f1", "map"}
+    assert drawn(plot_training_log(log, metrics=["map@0.5", "f1"])) == {"map@0.5", "f1"}
+    other = [r | {"eval/accuracy": 0.7} for r in records(False)]
+    assert drawn(plot_training_log(other)) == {"accuracy"}
+
+
 def test_plot_into_a_given_axis_and_save(tmp_path):
     figure, ax = plt.subplots(figsize=(4, 3))
     assert plot_training_log(records(True), ax=ax) is figure

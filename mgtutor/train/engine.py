@@ -262,7 +262,8 @@ class Trainer:
         self.history.append(summary)
         self._save(summary)
         if self.progress and self.context.is_main:
-            figures = ", ".join(f"{k} {v:.4g}" for k, v in summary.items() if k.startswith(("loss/total", "eval/")))
+            shown = ("loss/total", f"eval/{self.config.train.monitor}")
+            figures = ", ".join(f"{k} {summary[k]:.4g}" for k in shown if k in summary)
             tqdm.write(f"epoch {epoch + 1}: {figures}, lr {lr:.3g}, {summary['time']:.1f} s")
         return summary
 

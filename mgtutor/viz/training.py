@@ -20,19 +20,32 @@ def _records(source: str | Path | Sequence[dict[str, Any]]) -> list[dict[str, An
     return records
 
 
-def plot_training_log(source: str | Path | Sequence[dict[str, Any]], ax: Axes | None = None) -> Figure:
+# Evaluation figures drawn by default when the log has them (the evaluation also logs counts, the
+# chosen score threshold and mAP at each tIoU, which would crowd the picture).
+DEFAULT_METRICS = ("f1", "strict_f1", "map", "precision", "recall")
+
+
+def plot_training_log(
+    source: str | Path | Sequence[dict[str, Any]],
+    ax: Axes | None = None,
+    metrics: Sequence[str] | None = None,
+) -> Figure:
     """Draw a ``log.jsonl`` (a path, or its records as ``mgtutor.train.log.read_log`` returns them).
 
     Left axis (log scale): the mean of every loss term per epoch, the total in black. Right axis: the
-    evaluation figures (``eval/*``, e.g. the F1) when there are any. A second right axis, set apart
-    (log scale): the learning rate, whose halvings every ``train.lr_step`` epochs show as equal steps.
+    evaluation figures ``metrics`` (default: those of :data:`DEFAULT_METRICS` in the log, or every
+    ``eval/*`` figure when it has none of them). A second right axis, set apart (log scale): the
+    learning rate, whose halvings every ``train.lr_step`` epochs show as equal steps.
     """
     records = _records(source)
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
     epochs = [r["epoch"] for r in records]
     loss_names = sorted({k for r in records for k in r if k.startswith("loss/")}, key=lambda k: (k != "loss/total", k))
-    eval_names = sorted({k for r in records for k in r if k.startswith("eval/")})
+    logged = {k.removeprefix("eval/") for r in records for k in r if k.startswith("eval/")}
+    if metrics is None:
+        metrics = [m for m in DEFAULT_METRICS if m in logged] or sorted(logged)
+    eval_names = [f"eval/{m}" for m in metrics if m in logged]
 
     for name in loss_names:
         values = [r.get(name, float("nan")) for r in records]
