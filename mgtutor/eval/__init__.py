@@ -22,6 +22,9 @@ from mgtutor.eval.postprocess import (
     select_threshold,
     window_detections,
 )
+from mgtutor.eval.predict import apply_postprocessing, choose_postprocessing, evaluate_predictions, load_model
+from mgtutor.eval.predict import make_evaluator, predict_sequences, read_predictions, write_predictions
+from mgtutor.eval.online import OnlineDetection, OnlineRecognizer, recognize_video
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -45,4 +48,7 @@ __all__ = [
     "query_detections",
     "select_threshold",
     "window_detections",
+    "apply_postprocessing", "choose_postprocessing", "evaluate_predictions", "load_model",
+    "make_evaluator", "predict_sequences", "read_predictions", "write_predictions",
+    "OnlineDetection", "OnlineRecognizer", "recognize_video",
 ]
