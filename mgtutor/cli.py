@@ -173,6 +173,166 @@ def _train(args: argparse.Namespace) -> int:
         print(f"trained {trainer.epoch} epochs ({trainer.global_step} steps): {trainer.out / 'last.pt'}, {trainer.out / 'log.jsonl'}, {curve}")
     return 0
 
+
+def _predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="a checkpoint written by mgtutor train (best.pt or last.pt)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--root", help="an SMG-format root: predict every sequence of --split")
+    source.add_argument("--online", metavar="VIDEO", help="stream one video, printing each detection as soon as it is certain")
+    parser.add_argument("--split", choices=("test", "train", "all"), default="test", help="with --root: the configured test or training subjects, or every sequence (default: test)")
+    parser.add_argument("--out", default=None, help="predictions folder (default with --root: <checkpoint folder>/predictions_<split>; with --online written only when given)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="change one value of the checkpoint's configuration, e.g. --set eval.score_threshold=0.3 (repeatable)")
+    parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass (offline)")
+
+
+def _postprocessing_for(model, cfg, train_root, device, batch_size, train_raw=None):
+    """``cfg.eval`` when it sets the score threshold, else a Selection on ``train_root``'s training
+    subjects; prints which one and why."""
+    from mgtutor.data.smg import load_root
+    from mgtutor.eval.predict import choose_postprocessing
+
+    if cfg.eval.score_threshold is not None:
+        nms = "no NMS" if cfg.eval.nms_iou is None else f"per-class NMS at tIoU {cfg.eval.nms_iou:g}"
+        print(f"post-processing from the configuration: score threshold {cfg.eval.score_threshold:g}, {nms}")
+        return cfg.eval
+    if train_root is None:
+        raise UserError(
+            "eval.score_threshold is not set and the training data to choose it on was not found; "
+            "set it (--set eval.score_threshold=0.3) or point to the training root (--set data.root=...)"
+        )
+    train = load_root(train_root, cfg.data.train_subjects)
+    selection = choose_postprocessing(model, train, cfg, device, batch_size, train_predictions=train_raw)
+    nms = "no NMS" if selection.nms_iou is None else f"per-class NMS at tIoU {selection.nms_iou:g}"
+    print(
+        f"post-processing chosen on the training split ({len(train)} sequences of {train_root}) because "
+        f"eval.score_threshold is not set: score threshold {selection.score_threshold:g}, {nms} "
+        f"(training F1 {selection.f1.f1:.4f}); the test split is never used for this"
+    )
+    return selection
+
+
+@command("predict", "Detect micro-gestures with a trained checkpoint: whole sequences of a root, or one video as a stream (--online).", _predict_arguments)
+def _predict(args: argparse.Namespace) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from mgtutor.data.smg import load_root
+    from mgtutor.eval.predict import (
+        apply_postprocessing,
+        class_names,
+        describe_postprocessing,
+        load_model,
+        predict_sequences,
+        write_predictions,
+    )
+    from mgtutor.runtime import default_device
+    from mgtutor.train.checkpoint import CheckpointError
+
+    device = default_device()
+    try:
+        model, cfg = load_model(args.checkpoint, device, args.overrides)
+    except CheckpointError as err:
+        raise UserError(str(err)) from err
+    info = {"checkpoint": str(args.checkpoint), "subjects": {"train": cfg.data.train_subjects, "test": cfg.data.test_subjects},
+            "num_classes": cfg.model.num_classes, "config": cfg.to_dict()}  # fmt: skip
+
+    if args.online:
+        from mgtutor.data.synthetic import MARKER
+        from mgtutor.eval.online import recognize_video, video_source_fps
+
+        video = Path(args.online)
+        train_root = cfg.data.root or (cfg.data.synthetic_dir if (Path(cfg.data.synthetic_dir) / MARKER).exists() else None)
+        settings = _postprocessing_for(model, cfg, train_root, device, args.batch_size)
+        names = class_names(train_root)
+        source_fps = video_source_fps(video)
+        window = cfg.data.window
+        print(f"streaming {video} at {source_fps:g} fps: windows of {window} frames at {cfg.data.fps:g} fps ({window / cfg.data.fps:g} s)")
+        found = []
+        for report in recognize_video(model, cfg, video, device, settings, source_fps):
+            d = report.detection
+            name = names[d.label - 1] if names and d.label <= len(names) else f"class {d.label}"
+            print(f"{d.label:3d} {name:20s} frames {d.start}-{d.end}  score {d.score:.3f}  "
+                  f"reported at t={report.reported_at:.2f}s, delay {report.delay_seconds:.2f}s", flush=True)  # fmt: skip
+            found.append(d)
+        print(f"{len(found)} detections")
+        if args.out:
+            import re
+
+            match = re.match(r"^Sample(\d{1,6})_", video.name)
+            sample = int(match.group(1)) if match else 0
+            found.sort(key=lambda d: (d.start, d.end, d.label))
+            out = write_predictions(args.out, {sample: found}, describe_postprocessing(settings), {**info, "split": "online", "video": str(video)})
+            print(f"wrote {out}")
+        return 0
+
+    root = Path(args.root)
+    if cfg.data.cache and (cfg.data.root is None or Path(cfg.data.root).resolve() != root.resolve()):
+        # the frame cache is named by sample id: it belongs to the training root, not to this one
+        print(f"not using the frame cache {cfg.data.cache}: it was made for another root")
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, cache=None))
+    subjects = {"test": cfg.data.test_subjects, "train": cfg.data.train_subjects, "all": None}[args.split]
+    sequences = load_root(root, subjects)
+    raw = predict_sequences(model, sequences, cfg, device, args.batch_size, progress=True)
+    train_raw = raw if args.split == "train" else None
+    if args.split == "all":
+        train_raw = {s: raw[s] for s in cfg.data.train_subjects if s in raw}
+    settings = _postprocessing_for(model, cfg, root, device, args.batch_size, train_raw)
+    detections = apply_postprocessing(raw, settings)
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / f"predictions_{args.split}"
+    write_predictions(out, detections, describe_postprocessing(settings), {**info, "split": args.split, "root": str(root)})
+    total = sum(len(d) for d in detections.values())
+    print(f"{total} detections in {len(detections)} sequences ({args.split} split) written to {out}")
+    return 0
+
+
+def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pred", required=True, metavar="DIR", help="a predictions folder (SampleXXXX_finelabels.csv files, predictions.json)")
+    parser.add_argument("--gt", required=True, metavar="ROOT", help="the SMG-format root holding the ground truth")
+    parser.add_argument("--split", choices=("test", "train", "all"), default="test", help="which sequences to score (default: test)")
+    parser.add_argument("--subjects", type=_subject_list, default=None,
+                        help="the split's subjects, e.g. 36-40 (default: as predictions.json records them, else SMG's 1-35 / 36-40)")  # fmt: skip
+    parser.add_argument("--one-to-one", action="store_true", help="headline the strict one-to-one F1 instead of the organisers' rule")
+
+
+@command("evaluate", "Score a predictions folder against a root: the challenge's F1 (official rule and one-to-one) and detection-mAP.", _evaluate_arguments)
+def _evaluate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mgtutor.data.smg import NUM_LABELS, TEST_SUBJECTS, TRAIN_SUBJECTS, find_samples, load_root, sample_name
+    from mgtutor.eval.predict import evaluate_predictions, format_figures, ground_truth, prediction_info, read_predictions
+
+    pred_dir = Path(args.pred)
+    predictions = read_predictions(pred_dir)
+    if not predictions:
+        raise UserError(f"{pred_dir} holds no predictions (no SampleXXXX_finelabels.csv files); write them with mgtutor predict")
+    info = prediction_info(pred_dir)
+    subjects = args.subjects
+    if subjects is None and args.split != "all":
+        recorded = info.get("subjects", {})
+        subjects = recorded.get(args.split) or list(TEST_SUBJECTS if args.split == "test" else TRAIN_SUBJECTS)
+    in_root = set(find_samples(args.gt))
+    wanted = sorted(in_root) if subjects is None else sorted(set(subjects))
+    foreign = sorted(set(predictions) - in_root)
+    if foreign:
+        raise UserError(f"{pred_dir} holds predictions for {', '.join(map(sample_name, foreign))}, which {args.gt} does not have; wrong --gt?")
+    missing = [s for s in wanted if s not in predictions]
+    if len(missing) == len(wanted):
+        raise UserError(
+            f"{pred_dir} has no predictions for the {args.split} split ({', '.join(map(sample_name, wanted))}); it holds "
+            f"{', '.join(map(sample_name, sorted(predictions)))} (choose --split or --subjects to match)"
+        )
+    if missing:
+        raise UserError(f"{pred_dir} lacks predictions for {', '.join(map(sample_name, missing))} of the {args.split} split")
+    others = sorted(set(predictions) - set(wanted))
+    if others:
+        print(f"ignoring predictions for {len(others)} sequences outside the {args.split} split")
+    truth = ground_truth(load_root(args.gt, wanted))
+    figures = evaluate_predictions({s: predictions[s] for s in wanted}, truth, num_classes=info.get("num_classes", NUM_LABELS))
+    print(f"{len(wanted)} sequences of {args.gt} ({args.split} split)")
+    print(format_figures(figures, one_to_one=args.one_to_one))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

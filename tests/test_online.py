@@ -86,10 +86,10 @@ def by_position(detections):
     return sorted(detections, key=lambda d: (d.start, d.end, d.label))
 
 
-@pytest.fixture
+@pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """The stub's tensors are tiny; on a busy 2-core machine each op of a 2-thread pool can wait
-    milliseconds for the other thread, which dominates thousands of tiny calls."""
+    """These models and tensors are tiny: on a busy 2-core machine each op of a 2-thread pool can wait
+    milliseconds for the other thread (a forward pass goes from ~20 ms to over a second)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -97,7 +97,7 @@ def one_thread():
 
 
 @pytest.mark.parametrize("nms_iou", [None, 0.2])
-def test_every_stream_length_gives_the_offline_detections(nms_iou, one_thread):
+def test_every_stream_length_gives_the_offline_detections(nms_iou):
     cfg = stub_config(nms_iou=nms_iou)
     window_frames = cfg.data.window * 3  # 24 original frames a window at 30 -> 10 fps
     early = 0
@@ -112,7 +112,7 @@ def test_every_stream_length_gives_the_offline_detections(nms_iou, one_thread):
     assert early > 100  # most detections come out before the stream ends
 
 
-def test_detections_near_a_window_end_wait_for_the_end_aligned_window(one_thread):
+def test_detections_near_a_window_end_wait_for_the_end_aligned_window():
     """Without NMS, a detection in the first half of its window is reported the moment the window is
     complete; one near the end waits, because an end-aligned window may still take it."""
     cfg = stub_config()
@@ -130,7 +130,7 @@ def test_detections_near_a_window_end_wait_for_the_end_aligned_window(one_thread
     assert all(r.delay_seconds >= 0 for r in recognizer.reported)
 
 
-def test_input_checks(one_thread):
+def test_input_checks():
     cfg = stub_config()
     recognizer = OnlineRecognizer(StubDetector(), cfg, SOURCE_FPS)
     with pytest.raises(ValueError, match="short side"):
