@@ -103,14 +103,15 @@ def _worker(config_file: Path, folder: Path) -> None:
     context = init_distributed("cpu")
     # Each rank has its own output folder here so the test can tell which rank wrote what.
     config = load_config(config_file, [f"train.out={folder / f'rank{context.rank}'}"])
-    trainer = build_trainer(config, context=context, progress=False)
+    steps = []
+    trainer = build_trainer(config, context=context, progress=False, on_step=lambda *step: steps.append(step))
     initial = torch.nn.utils.parameters_to_vector(trainer.model.parameters()).detach().clone()
     trainer.sampler.set_epoch(0)
     windows = list(trainer.sampler)[: 2 * config.train.batch_size]
     trainer.fit()
     final = torch.nn.utils.parameters_to_vector(trainer.model.parameters()).detach()
 
-    gathered = all_gather_objects({"final": final, "steps": trainer.steps, "windows": windows}, context)
+    gathered = all_gather_objects({"final": final, "steps": steps, "windows": windows}, context)
     if context.is_main:
         report = {
             "world_size": context.world_size,

@@ -105,9 +105,11 @@ def tiny_config(out, num_workers=0, **train) -> Config:
 
 
 def make_trainer(config, criterion=None, evaluate=None, init_seed=0):
+    """A trainer of the stand-ins whose ``steps`` list collects every step's losses."""
     torch.manual_seed(init_seed)
     model = TinyDetector()
-    return Trainer(
+    steps = []
+    trainer = Trainer(
         config,
         model,
         criterion or TinyCriterion(),
@@ -115,7 +117,10 @@ def make_trainer(config, criterion=None, evaluate=None, init_seed=0):
         collate_fn=tiny_collate,
         evaluate=evaluate,
         progress=False,
+        on_step=lambda step, losses: steps.append((step, losses)),
     )
+    trainer.steps = steps
+    return trainer
 
 
 def without_time(records):

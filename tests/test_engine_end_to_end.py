@@ -127,13 +127,16 @@ def test_non_finite_loss_exits_1_and_keeps_the_last_good_checkpoint(data, tmp_pa
 @pytest.mark.cuda
 def test_cuda_runs_bf16_autocast_with_tf32_and_resumes(data, tmp_path):
     config = load_config(write_config(data, "cuda", "features", epochs=2), [f"train.out={tmp_path}", "train.epochs=1"])
-    trainer = build_trainer(config, context=DistributedContext(device=torch.device("cuda")), progress=False)
+    steps = []
+    trainer = build_trainer(
+        config, context=DistributedContext(device=torch.device("cuda")), progress=False, on_step=lambda *s: steps.append(s)
+    )
     dtypes = []
     trainer.model.register_forward_hook(lambda module, inputs, output: dtypes.append(output.logits.dtype))
     trainer.fit()
     assert set(dtypes) == {torch.bfloat16}  # the forward pass ran under bf16 autocast
     assert torch.backends.cuda.matmul.allow_tf32 and trainer.loader.pin_memory
-    assert all(math.isfinite(step["total"]) for step in trainer.steps)
+    assert len(steps) == trainer.global_step and all(math.isfinite(losses["total"]) for _, losses in steps)
     state = load_checkpoint(tmp_path / "last.pt")
     assert "cuda" in state["rng"][0] and state["scaler"] == trainer.scaler.state_dict()
 

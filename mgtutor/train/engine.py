@@ -55,6 +55,7 @@ from mgtutor.train.log import append_record, write_log
 from mgtutor.train.losses import SetCriterion
 
 Evaluate = Callable[[nn.Module, int], Mapping[str, float]]
+StepCallback = Callable[[int, dict[str, float]], None]
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -123,6 +124,8 @@ class Trainer:
             the log as ``eval/<name>``, and ``train.monitor`` among them picks ``best.pt``.
         context: the process's place in a torchrun job (default: one process on the default device).
         progress: draw a tqdm bar per epoch (rank 0 only); False for tests and quiet notebooks.
+        on_step: optional ``on_step(step, losses)`` after every optimiser step, with the step's number
+            (from 1) and each loss term averaged over the processes (e.g. for a live plot).
     """
 
     def __init__(
@@ -136,6 +139,7 @@ class Trainer:
         evaluate: Evaluate | None = None,
         context: DistributedContext | None = None,
         progress: bool = True,
+        on_step: StepCallback | None = None,
     ):
         if len(train_dataset) == 0:
             raise ConfigError(
@@ -148,6 +152,7 @@ class Trainer:
         self.out = Path(config.train.out)
         self.evaluate = evaluate
         self.progress = progress
+        self.on_step = on_step
 
         cuda = self.device.type == "cuda"
         if cuda:
@@ -182,7 +187,6 @@ class Trainer:
         self.global_step = 0  # optimiser steps taken
         self.history: list[dict[str, Any]] = []  # one record per completed epoch (the log's lines)
         self.best: dict[str, Any] | None = None  # the record with the highest eval/<train.monitor>
-        self.steps: list[dict[str, float]] = []  # every step's losses in this process's lifetime
 
     # -- one step, one epoch, the whole run ----------------------------------------------------------
 
@@ -243,7 +247,8 @@ class Trainer:
         )
         for batch in bar:
             record = self.train_step(batch)
-            self.steps.append(record)
+            if self.on_step is not None:
+                self.on_step(self.global_step, record)
             for name, value in record.items():
                 sums[name] = sums.get(name, 0.0) + value
             steps += 1
@@ -371,6 +376,7 @@ def build_trainer(
     context: DistributedContext | None = None,
     evaluate: Evaluate | None = None,
     progress: bool = True,
+    on_step: StepCallback | None = None,
 ) -> Trainer:
     """The detector, the set-prediction criterion and the training windows that ``config`` describes
     (``data.root``'s training subjects, or the synthetic set ``data`` describes, made when missing)."""
@@ -383,7 +389,15 @@ def build_trainer(
         # Identical initial weights came from the shared seed; dropout should differ between processes.
         seed_everything(config.train.seed + 1000 * context.rank)
     return Trainer(
-        config, model, criterion, dataset, collate_fn=collate, evaluate=evaluate, context=context, progress=progress
+        config,
+        model,
+        criterion,
+        dataset,
+        collate_fn=collate,
+        evaluate=evaluate,
+        context=context,
+        progress=progress,
+        on_step=on_step,
     )
 
 
