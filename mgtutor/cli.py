@@ -292,6 +292,7 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subjects", type=_subject_list, default=None,
                         help="the split's subjects, e.g. 36-40 (default: as predictions.json records them, else SMG's 1-35 / 36-40)")  # fmt: skip
     parser.add_argument("--one-to-one", action="store_true", help="headline the strict one-to-one F1 instead of the organisers' rule")
+    parser.add_argument("--plot", metavar="PNG", default=None, help="also draw the ground truth over the detections, a timeline per sequence")
 
 
 @command("evaluate", "Score a predictions folder against a root: the challenge's F1 (official rule and one-to-one) and detection-mAP.", _evaluate_arguments)
@@ -326,10 +327,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     others = sorted(set(predictions) - set(wanted))
     if others:
         print(f"ignoring predictions for {len(others)} sequences outside the {args.split} split")
-    truth = ground_truth(load_root(args.gt, wanted))
+    sequences = load_root(args.gt, wanted)
+    truth = ground_truth(sequences)
     figures = evaluate_predictions({s: predictions[s] for s in wanted}, truth, num_classes=info.get("num_classes", NUM_LABELS))
     print(f"{len(wanted)} sequences of {args.gt} ({args.split} split)")
     print(format_figures(figures, one_to_one=args.one_to_one))
+    if args.plot:
+        from mgtutor.eval.predict import class_names
+        from mgtutor.viz.detections import save_detections_plot
+
+        rates = {seq.fps for seq in sequences}
+        fps = rates.pop() if len(rates) == 1 else None  # seconds when every video shares one frame rate
+        print(f"wrote {save_detections_plot(args.plot, predictions, truth, fps=fps, class_names=class_names(args.gt), sequences=wanted)}")
     return 0
 
 
