@@ -68,10 +68,11 @@ def test_predict_then_evaluate(trained, tmp_path, capsys):
     assert read_predictions(out) == expected
     assert f"score threshold {selection.score_threshold:g}" in printed
 
-    assert main(["evaluate", "--pred", str(out), "--gt", str(root)]) == 0
+    assert main(["evaluate", "--pred", str(out), "--gt", str(root), "--plot", str(tmp_path / "timeline.png")]) == 0
     printed = capsys.readouterr().out
     figures = evaluate_predictions(expected, ground_truth(test))
     assert format_figures(figures) in printed and "1 sequences" in printed
+    assert (tmp_path / "timeline.png").stat().st_size > 5_000
 
 
 def test_perfect_predictions_score_one(trained, tmp_path, capsys):
