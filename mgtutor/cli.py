@@ -147,6 +147,26 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="change one value, e.g. --set train.epochs=5 (repeatable)")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CHECKPOINT", help="continue from <train.out>/last.pt, or from CHECKPOINT")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars or per-epoch lines")
+    parser.add_argument("--no-eval", action="store_true", help="skip the evaluation on the test subjects (otherwise every train.eval_every epochs and after the last)")
+
+
+def _training_evaluator(config):
+    """The engine's ``evaluate(model, epoch)``: F1 and mAP on the test subjects, post-processing chosen on
+    the training subjects. The sequences are read at the first evaluation, when a synthetic set exists."""
+    from mgtutor.data.smg import load_root
+    from mgtutor.eval.predict import make_evaluator
+
+    evaluator = None
+
+    def evaluate(model, epoch):
+        nonlocal evaluator
+        if evaluator is None:
+            root = config.data.root or config.data.synthetic_dir
+            train, test = load_root(root, config.data.train_subjects), load_root(root, config.data.test_subjects)
+            evaluator = make_evaluator(config, train, test)
+        return evaluator(model, epoch)
+
+    return evaluate
 
 
 @command(
@@ -162,7 +182,8 @@ def _train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     try:
-        trainer = train(config, resume=args.resume, progress=not args.no_progress)
+        evaluate = None if args.no_eval else _training_evaluator(config)
+        trainer = train(config, resume=args.resume, evaluate=evaluate, progress=not args.no_progress)
     except CheckpointError as err:
         raise UserError(str(err)) from err
     except NonFiniteLossError as err:

@@ -2,7 +2,7 @@
 
 The two-process test runs this file itself under ``python -m torch.distributed.run`` (see the
 ``__main__`` block), so the process group is built from torchrun's environment exactly as in a real job,
-and trains the real detector and losses on a tiny synthetic set.
+and trains the real detector (small encoder) and losses on a tiny synthetic set the job writes itself.
 """
 
 from __future__ import annotations
@@ -13,16 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
 from torch import nn
 
 from mgtutor.config import load_config
-from mgtutor.data.dataset import features_length, features_path
-from mgtutor.data.smg import load_root
-from mgtutor.data.synthetic import write_synthetic
+from mgtutor.data.synthetic import MARKER
 from mgtutor.train.engine import build_trainer
 
 from mgtutor.train.distributed import (
@@ -55,19 +52,17 @@ def test_single_process_needs_no_process_group(monkeypatch):
     shutdown_distributed(context)
 
 
-def tiny_features_run(folder: Path) -> Path:
-    """A tiny synthetic set with (random) precomputed features and a configuration training on it."""
-    root = write_synthetic(folder / "smg", sequences=2, seconds=12, size=32, seed=0, workers=1)
-    (folder / "features").mkdir()
-    generator = np.random.default_rng(0)
-    for seq in load_root(root):
-        steps = features_length(seq.num_frames, seq.fps, 10.0)
-        np.save(features_path(folder / "features", seq.sample), generator.standard_normal((16, steps), dtype=np.float32))
+def tiny_config_file(folder: Path) -> Path:
+    """A tiny run of the small encoder on a synthetic set that the job itself writes (rank 0 does)."""
     values = {
-        "data": {"root": str(root), "features": str(folder / "features"), "train_subjects": [1, 2], "window": 32},
+        "data": {
+            "synthetic_dir": str(folder / "synthetic"), "synthetic_sequences": 2, "synthetic_seconds": 12,
+            "synthetic_size": 40, "train_subjects": [1, 2], "test_subjects": [2], "window": 32, "short_side": 40,
+            "crop": 32,
+        },
         "model": {
-            "encoder": "features", "feature_dim": 16, "hidden": 32, "queries": 8, "points": 9, "layers": 2,
-            "heads": 4, "ffn": 64, "mix_dim": 8, "mamba_blocks": 1,
+            "encoder": "small", "hidden": 32, "queries": 8, "points": 9, "layers": 2, "heads": 4, "ffn": 64,
+            "mix_dim": 8, "mamba_blocks": 1,
         },
         "train": {"epochs": 1, "max_steps": 2, "batch_size": 2, "lr": 1e-3},
     }  # fmt: skip
@@ -78,7 +73,7 @@ def tiny_features_run(folder: Path) -> Path:
 
 @pytest.mark.slow
 def test_two_processes_on_gloo_keep_equal_weights_and_only_rank0_writes(tmp_path):
-    config_file = tiny_features_run(tmp_path)
+    config_file = tiny_config_file(tmp_path)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     result = subprocess.run(
@@ -95,6 +90,7 @@ def test_two_processes_on_gloo_keep_equal_weights_and_only_rank0_writes(tmp_path
     assert report["steps"] == 2 and report["losses_equal"]  # losses are averaged over the ranks
 
     assert sorted(p.name for p in (tmp_path / "rank0").iterdir()) == ["config.yaml", "last.pt", "log.jsonl"]
+    assert (tmp_path / "synthetic" / MARKER).exists()  # written once, by rank 0, before rank 1 read it
     assert not (tmp_path / "rank1").exists()
 
 

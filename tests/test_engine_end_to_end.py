@@ -73,9 +73,10 @@ def without_time(records):
 def test_resume_on_clips_equals_the_uninterrupted_run(data, tmp_path):
     # Clips: random crops and jitter, dropout, the order of the windows all draw random numbers.
     config_file = write_config(data, "clips", "small", epochs=2)
-    assert run(config_file, tmp_path / "straight") == 0
-    assert run(config_file, tmp_path / "split", "--set", "train.epochs=1") == 0
-    assert run(config_file, tmp_path / "split", "--resume") == 0
+    # (No evaluation: it runs after a run's last epoch, which is epoch 1 for the first half.)
+    assert run(config_file, tmp_path / "straight", "--no-eval") == 0
+    assert run(config_file, tmp_path / "split", "--no-eval", "--set", "train.epochs=1") == 0
+    assert run(config_file, tmp_path / "split", "--no-eval", "--resume") == 0
 
     straight, split = read_log(tmp_path / "straight" / "log.jsonl"), read_log(tmp_path / "split" / "log.jsonl")
     assert [r["epoch"] for r in straight] == [1, 2]
@@ -87,10 +88,15 @@ def test_resume_on_clips_equals_the_uninterrupted_run(data, tmp_path):
     assert (tmp_path / "split" / "training_curve.png").stat().st_size > 10_000
 
 
-def test_training_lowers_the_loss(data, tmp_path):
+def test_training_lowers_the_loss_and_evaluates(data, tmp_path):
     config_file = write_config(data, "features", "features", epochs=5)
-    assert run(config_file, tmp_path) == 0
+    assert run(config_file, tmp_path, "--set", "train.eval_every=2") == 0
     log = read_log(tmp_path / "log.jsonl")
+    # the test subject's F1 and mAP every 2 epochs and after the last; best.pt holds the best F1
+    assert [r["epoch"] for r in log if "eval/f1" in r] == [2, 4, 5]
+    assert all(0 <= r["eval/f1"] <= 1 and 0 <= r["eval/map"] <= 1 for r in log if "eval/f1" in r)
+    best = load_checkpoint(tmp_path / "best.pt")
+    assert best["metrics"]["best"]["eval/f1"] == max(r["eval/f1"] for r in log if "eval/f1" in r)
     assert log[-1]["loss/total"] < 0.9 * log[0]["loss/total"]
     assert log[-1]["loss/class"] < log[0]["loss/class"] and log[-1]["loss/dense"] < log[0]["loss/dense"]
     assert [r["lr"] for r in log] == pytest.approx([2e-3, 2e-3, 1e-3, 1e-3, 5e-4])
@@ -116,7 +122,7 @@ def test_non_finite_loss_exits_1_and_keeps_the_last_good_checkpoint(data, tmp_pa
 
     monkeypatch.setattr(SetCriterion, "forward", poisoned)
     out = tmp_path / "nan"
-    assert run(config_file, out) == 1
+    assert run(config_file, out, "--no-eval") == 1
     err = capsys.readouterr().err
     assert f"non-finite loss at step {poisoned_call} (epoch 2): iou=inf, total=inf" in err
     assert "Traceback" not in err

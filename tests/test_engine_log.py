@@ -67,6 +67,18 @@ def test_plot_draws_every_term_the_lr_and_the_evaluation(tmp_path, with_eval):
     plt.close(figure)
 
 
+def test_auxiliary_terms_are_dotted_in_their_terms_colour():
+    log = [r | {"loss/class_0": 1.5 / r["epoch"], "loss/l1_0": 0.5 / r["epoch"]} for r in records(False)]
+    figure = plot_training_log(log)
+    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
+    assert list(lines) == ["total", "class", "l1", "_aux"]  # the two aux lines share one hidden label
+    aux = [line for line in figure.axes[0].get_lines() if line.get_label() == "_aux"]
+    assert [line.get_color() for line in aux] == [lines["class"].get_color(), lines["l1"].get_color()]
+    assert all(line.get_linestyle() == ":" for line in aux)
+    assert "earlier layers" in [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    plt.close(figure)
+
+
 def test_plot_picks_the_headline_metrics_unless_told():
     log = [r | {"eval/f1": 0.5, "eval/map": 0.2, "eval/correct": 12, "eval/map@0.5": 0.3} for r in records(False)]
 

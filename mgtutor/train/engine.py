@@ -262,7 +262,9 @@ class Trainer:
         summary.update({f"loss/{name}": total / max(steps, 1) for name, total in sums.items()})
         summary["time"] = time.perf_counter() - start
         if self._evaluation_due(epoch + 1):
+            start = time.perf_counter()
             summary.update(self._run_evaluation(epoch + 1))
+            summary["eval_time"] = time.perf_counter() - start
         self.epoch = epoch + 1
         self.history.append(summary)
         self._save(summary)
@@ -381,8 +383,13 @@ def build_trainer(
     """The detector, the set-prediction criterion and the training windows that ``config`` describes
     (``data.root``'s training subjects, or the synthetic set ``data`` describes, made when missing)."""
     context = context or DistributedContext(device=default_device())
+    # Rank 0 first: it writes the synthetic set when it is missing, the others then only read it.
+    if context.is_main:
+        dataset = WindowDataset.from_config(config, "train")
+    barrier(context)
+    if not context.is_main:
+        dataset = WindowDataset.from_config(config, "train")
     seed_everything(config.train.seed)
-    dataset = WindowDataset.from_config(config, "train")
     model = Detector(config.model)
     criterion = SetCriterion(config.train, config.model.num_classes)
     if context.enabled:
