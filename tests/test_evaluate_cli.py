@@ -24,15 +24,6 @@ from mgtutor.model.detector import Detector
 from mgtutor.train.checkpoint import save_checkpoint
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models and tensors are tiny: on a busy 2-core machine each op of a 2-thread pool can wait
-    milliseconds for the other thread (a forward pass goes from ~20 ms to over a second)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

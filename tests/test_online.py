@@ -86,15 +86,6 @@ def by_position(detections):
     return sorted(detections, key=lambda d: (d.start, d.end, d.label))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models and tensors are tiny: on a busy 2-core machine each op of a 2-thread pool can wait
-    milliseconds for the other thread (a forward pass goes from ~20 ms to over a second)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.parametrize("nms_iou", [None, 0.2])
 def test_every_stream_length_gives_the_offline_detections(nms_iou):
