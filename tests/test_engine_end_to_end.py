@@ -43,12 +43,14 @@ def data(tmp_path_factory):
     (folder / "features").mkdir()
     for seq in load_root(root):
         steps = features_length(seq.num_frames, seq.fps, 10.0)
-        np.save(features_path(folder / "features", seq.sample), generator.standard_normal((16, steps), dtype=np.float32))
+        features = generator.standard_normal((16, steps), dtype=np.float32)
+        np.save(features_path(folder / "features", seq.sample), features)
     return {"root": str(root), "cache": str(folder / "cache"), "features": str(folder / "features"), "folder": folder}
 
 
 def write_config(data, name, encoder, **train):
-    model = {"hidden": 32, "queries": 8, "points": 9, "layers": 2, "heads": 4, "ffn": 64, "mix_dim": 8, "mamba_blocks": 1}
+    model = {"hidden": 32, "queries": 8, "points": 9, "layers": 2, "heads": 4, "ffn": 64, "mix_dim": 8}
+    model["mamba_blocks"] = 1
     values = {
         "data": {
             "root": data["root"], "cache": data["cache"], "features": data["features"], "train_subjects": [1, 2],
@@ -134,9 +136,8 @@ def test_non_finite_loss_exits_1_and_keeps_the_last_good_checkpoint(data, tmp_pa
 def test_cuda_runs_bf16_autocast_with_tf32_and_resumes(data, tmp_path):
     config = load_config(write_config(data, "cuda", "features", epochs=2), [f"train.out={tmp_path}", "train.epochs=1"])
     steps = []
-    trainer = build_trainer(
-        config, context=DistributedContext(device=torch.device("cuda")), progress=False, on_step=lambda *s: steps.append(s)
-    )
+    cuda = DistributedContext(device=torch.device("cuda"))
+    trainer = build_trainer(config, context=cuda, progress=False, on_step=lambda *s: steps.append(s))
     dtypes = []
     trainer.model.register_forward_hook(lambda module, inputs, output: dtypes.append(output.logits.dtype))
     trainer.fit()
@@ -147,7 +148,7 @@ def test_cuda_runs_bf16_autocast_with_tf32_and_resumes(data, tmp_path):
     assert "cuda" in state["rng"][0] and state["scaler"] == trainer.scaler.state_dict()
 
     config.train.epochs = 2
-    resumed = build_trainer(config, context=DistributedContext(device=torch.device("cuda")), progress=False)
+    resumed = build_trainer(config, context=cuda, progress=False)
     resumed.resume()
     resumed.fit()
     assert [r["epoch"] for r in read_log(tmp_path / "log.jsonl")] == [1, 2]

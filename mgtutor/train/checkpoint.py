@@ -89,7 +89,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch CPU and (when in use) the current CUDA device's generator states, as plain types and tensors."""
+    """Python, NumPy, torch CPU and (when in use) the current CUDA device's generator states, as plain
+    types and tensors."""
     version, mt_state, gauss = random.getstate()
     numpy_state = np.random.get_state(legacy=False)
     state: dict[str, Any] = {

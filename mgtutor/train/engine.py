@@ -39,6 +39,7 @@ from mgtutor.config import Config, ConfigError, config_from_dict, save_config
 from mgtutor.data.dataset import WindowDataset, collate
 from mgtutor.model.detector import Detector
 from mgtutor.runtime import default_device, seed_everything
+from mgtutor.train.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from mgtutor.train.checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from mgtutor.train.distributed import (
     DistributedContext,
@@ -311,7 +312,7 @@ class Trainer:
         Collective in a torchrun job (every process contributes its RNG states): call it on all ranks.
         """
         return {
-            "format": 1,
+            "format": CHECKPOINT_FORMAT,
             "model": unwrap_model(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -342,11 +343,11 @@ class Trainer:
         """Continue from a checkpoint made by :meth:`state_dict` (the model must be configured alike)."""
         saved_model = config_from_dict(state["config"]).model
         if saved_model != self.config.model:
-            differences = [
-                f"model.{f.name}: {getattr(saved_model, f.name)!r} in the checkpoint, {getattr(self.config.model, f.name)!r} now"
-                for f in dataclasses.fields(saved_model)
-                if getattr(saved_model, f.name) != getattr(self.config.model, f.name)
-            ]
+            differences = []
+            for f in dataclasses.fields(saved_model):
+                then, now = getattr(saved_model, f.name), getattr(self.config.model, f.name)
+                if then != now:
+                    differences.append(f"model.{f.name}: {then!r} in the checkpoint, {now!r} now")
             raise CheckpointError("the checkpoint was made for another model: " + "; ".join(differences))
         unwrap_model(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])

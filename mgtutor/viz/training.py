@@ -66,7 +66,8 @@ def plot_training_log(
             ax.plot(epochs, values, label="_aux", alpha=0.7, **style)
             continue
         width = 2.2 if name == "loss/total" else 1.3
-        ax.plot(epochs, values, marker="o", markersize=3, color=colour_of[name], linewidth=width, label=name.removeprefix("loss/"))
+        label = name.removeprefix("loss/")
+        ax.plot(epochs, values, marker="o", markersize=3, color=colour_of[name], linewidth=width, label=label)
     if all(r.get(n, 1.0) > 0 for r in records for n in loss_names):
         ax.set_yscale("log")
     ax.set_xlabel("epoch")
