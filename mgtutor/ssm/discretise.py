@@ -1,18 +1,18 @@
 """From the continuous SSM to a discrete one: discretisation rules, the convolution kernel, the recurrence.
 
-The continuous single-input SSM (paper section 3.5, eq. 1):
+The continuous single-input SSM (paper section 3.5, eqs. 2-3):
 
     h'(t) = A h(t) + B u(t),    y(t) = C h(t)
 
-sampled with step Delta becomes (eq. 2)
+sampled with step Delta becomes (eqs. 6-7)
 
     h_k = A_bar h_{k-1} + B_bar u_k,    y_k = C h_k
 
-and, when A_bar and B_bar do not change with k, equals a causal convolution (eq. 3)
+and, when A_bar and B_bar do not change with k, equals a causal convolution (eq. 8)
 
     y = u * K_bar,    K_bar = (C B_bar, C A_bar B_bar, ..., C A_bar^{L-1} B_bar).
 
-Discretisation rules (eq. 4 is zero-order hold):
+Discretisation rules (eqs. 4-5 are zero-order hold):
 
     zoh       A_bar = exp(Delta A)                 B_bar = (Delta A)^-1 (exp(Delta A) - I) Delta B
     bilinear  A_bar = (I - Delta/2 A)^-1 (I + Delta/2 A)   B_bar = (I - Delta/2 A)^-1 Delta B
@@ -53,7 +53,7 @@ def _check(A: Tensor, B: Tensor, diagonal: bool) -> None:
 
 
 def discretise(A: Tensor, B: Tensor, delta, method: str = "zoh", diagonal: bool = True) -> tuple[Tensor, Tensor]:
-    """(A_bar, B_bar) for step ``delta`` by ``method`` in "zoh", "bilinear", "euler", "mamba" (eq. 4).
+    """(A_bar, B_bar) for step ``delta`` by ``method`` in "zoh", "bilinear", "euler", "mamba" (eqs. 4-5).
 
     A (..., n) if diagonal else (..., n, n); B (..., n). Returns A_bar of A's shape and B_bar (..., n).
     Dense zero-order hold uses the block-matrix exponential exp(Delta [[A, B], [0, 0]]) =
@@ -94,7 +94,7 @@ def discretise(A: Tensor, B: Tensor, delta, method: str = "zoh", diagonal: bool 
 
 
 def kernel(A_bar: Tensor, B_bar: Tensor, C: Tensor, length: int, diagonal: bool = True) -> Tensor:
-    """The SSM convolution kernel K_bar_k = C A_bar^k B_bar for k = 0 .. length - 1 (eq. 3): (..., length)."""
+    """The SSM convolution kernel K_bar_k = C A_bar^k B_bar for k = 0 .. length - 1 (eq. 8): (..., length)."""
     _check(A_bar, B_bar, diagonal)
     if diagonal:
         # Vandermonde matrix A_bar_n^k: (..., n, k)
@@ -129,7 +129,7 @@ def causal_conv(u: Tensor, K: Tensor, method: str = "fft") -> Tensor:
 
 
 def recurrence(A_bar: Tensor, B_bar: Tensor, C: Tensor, u: Tensor, diagonal: bool = True) -> Tensor:
-    """h_k = A_bar h_{k-1} + B_bar u_k, y_k = C h_k from h_{-1} = 0 (eq. 2): u (..., l) -> y (..., l)."""
+    """h_k = A_bar h_{k-1} + B_bar u_k, y_k = C h_k from h_{-1} = 0 (eqs. 6-7): u (..., l) -> y (..., l)."""
     _check(A_bar, B_bar, diagonal)
     h = torch.zeros(torch.broadcast_shapes(B_bar.shape, u.shape[:-1] + (1,)), dtype=B_bar.dtype, device=B_bar.device)
     ys = []

@@ -8,8 +8,8 @@ One block maps x (b, l, d_model) to (b, l, d_model):
     x, z = in_proj(x)                            two branches, each (b, l, d_inner)
     x    = silu(causal depthwise conv1d(x))      local mixing along time
     Delta_raw, B, C = x_proj(x)                  input-dependent SSM parameters: the selectivity
-    Delta = softplus(dt_proj(Delta_raw))         one step size per channel and time step (eq. 4)
-    y    = selective_scan(x, Delta, A, B, C, D)  the recurrence, A = -exp(A_log) (eqs. 2-3)
+    Delta = softplus(dt_proj(Delta_raw))         one step size per channel and time step (eqs. 4-5)
+    y    = selective_scan(x, Delta, A, B, C, D)  the recurrence, A = -exp(A_log) (eqs. 6-7)
     out  = out_proj(y * silu(z))                 gated by the other branch
 
 Parameter names and shapes are those of ``mamba_ssm.modules.mamba_simple.Mamba`` (``in_proj, conv1d,

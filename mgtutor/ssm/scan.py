@@ -1,4 +1,4 @@
-"""The selective scan: Mamba's input-dependent SSM recurrence (paper section 3.5, eqs. 2-8).
+"""The selective scan: Mamba's input-dependent SSM recurrence (paper section 3.5, eqs. 4-7).
 
 Axis names (paper symbols in brackets):
     b  batch
@@ -10,9 +10,9 @@ Axis names (paper symbols in brackets):
 
 For every channel d and time step t, with h the (n,)-sized hidden state,
 
-    A_bar_t = exp(Delta_t A)                    (Mamba's simplified zero-order hold, eq. 4)
-    h_t     = A_bar_t * h_{t-1} + Delta_t B_t u_t   (the recurrence, eq. 2a)
-    y_t     = <C_t, h_t> + D u_t                (eq. 2b)
+    A_bar_t = exp(Delta_t A)                    (zero-order hold, eq. 4)
+    h_t     = A_bar_t * h_{t-1} + Delta_t B_t u_t   (eq. 6, with eq. 5 simplified to Delta B)
+    y_t     = <C_t, h_t> + D u_t                (eq. 7, plus a skip)
 
 and the output is optionally gated: out = y * silu(z).
 
@@ -252,7 +252,7 @@ def selective_scan(
     *,
     chunk_size: int | None = None,
 ):
-    """Mamba's selective scan (eqs. 2-4), mirroring ``mamba_ssm``'s ``selective_scan_ref``.
+    """Mamba's selective scan (eqs. 4-7 with input-dependent Delta, B, C), mirroring ``mamba_ssm``'s ``selective_scan_ref``.
 
     Args:
         u: input (b, d, l).
