@@ -118,3 +118,32 @@ def test_missing_fused_backend_names_the_install():
     # "auto" falls back to the pure PyTorch scan
     block = Mamba(8, backend="auto")
     assert block(torch.randn(1, 5, 8)).shape == (1, 5, 8)
+
+
+def test_fused_path_passes_the_reference_arguments(monkeypatch):
+    """The fused backend calls a scan with selective_scan_fn's signature; the loop has the same one."""
+    from mgtutor.ssm import mamba as mamba_module
+    from mgtutor.ssm import selective_scan_loop
+
+    calls = []
+
+    def recording_scan(*args, **kwargs):
+        calls.append(kwargs)
+        return selective_scan_loop(*args, **kwargs)
+
+    block = small_block()
+    x = torch.randn(2, 11, 16, dtype=F64)
+    expected = block(x)
+    monkeypatch.setattr(mamba_module, "_fused_scan_fn", lambda: recording_scan)
+    monkeypatch.setattr(Mamba, "_use_fused", lambda self, x: True)
+    torch.testing.assert_close(block(x), expected)
+    assert calls and calls[0]["delta_softplus"] is True and calls[0]["z"] is not None
+
+
+def test_fused_backend_refuses_cpu_input(monkeypatch):
+    from mgtutor.ssm import mamba as mamba_module
+
+    monkeypatch.setattr(mamba_module, "_fused_scan_fn", lambda: None)
+    block = Mamba(8, backend="mamba_ssm")
+    with pytest.raises(RuntimeError, match="CUDA"):
+        block(torch.randn(1, 4, 8))
