@@ -122,6 +122,15 @@ def test_cli_refuses_a_malicious_checkpoint(tmp_path, capsys):
     assert not marker.exists() and not (tmp_path / "out.safetensors").exists()
 
 
+def test_pytorch_files_are_read_with_weights_only(tmp_path):
+    marker = tmp_path / "marker"
+    malicious = tmp_path / "evil.pt"
+    torch.save({"Conv3d_1a_7x7.conv3d.weight": torch.zeros(1), "x": _RunsCommand(marker)}, malicious)
+    with pytest.raises(ValueError, match="weights_only=True"):
+        read_i3d_source(malicious)
+    assert not marker.exists()
+
+
 def test_admits_numpy_arrays_and_scalars(tmp_path):
     data = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": [np.float64(2.5), np.int64(3)], "c": np.ones((), np.float16)}
     path = tmp_path / "ok.pkl"

@@ -93,7 +93,8 @@ class I3DEncoder(VideoEncoder):
     ``features``: Mixed_4f and Mixed_5c of :class:`InceptionI3d` (temporal stride 4), each averaged over
     space, concatenated: (b, 832 + 1024, T/4). ``project``: ``proj_4f(f_4f) + proj_5c(f_5c)``, two 1x1
     convolutions with bias (PointTAD's ``input_proj_4f`` and ``input_proj_5c``, summed). Averaging over the
-    whole frame equals PointTAD's fixed (1, 12, 12) and (1, 6, 6) pools at its 96x96 input.
+    whole frame equals PointTAD's fixed (1, 12, 12) and (1, 6, 6) pools at its 192x192 crops, and works at
+    any frame size.
     """
 
     def __init__(self, hidden: int = 512):

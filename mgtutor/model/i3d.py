@@ -194,25 +194,27 @@ class InceptionI3d(nn.Module):
             raise ValueError(f"temporal_stride must be 8 (the original I3D) or 4 (PointTAD's backbone), got {temporal_stride}")
         self.num_classes = num_classes
         self.temporal_stride = temporal_stride
-        pool5_t = 2 if temporal_stride == 8 else 1
+        pool5_t = 2 if temporal_stride == 8 else 1  # PointTAD: MaxPool3d_5a pools space only
         self.Conv3d_1a_7x7 = Unit3D(in_channels, 64, kernel=(7, 7, 7), stride=(2, 2, 2))
         self.MaxPool3d_2a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
         self.Conv3d_2b_1x1 = Unit3D(64, 64)
         self.Conv3d_2c_3x3 = Unit3D(64, 192, kernel=(3, 3, 3))
         self.MaxPool3d_3a_3x3 = MaxPool3dSame((1, 3, 3), (1, 2, 2))
-        channels = 192
-        for name in ("Mixed_3b", "Mixed_3c", "Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f", "Mixed_5b", "Mixed_5c"):
-            module = InceptionModule(channels, INCEPTION_WIDTHS[name])
-            setattr(self, name, module)
-            channels = module.out_channels
-            if name == "Mixed_3c":
-                self.MaxPool3d_4a_3x3 = MaxPool3dSame((3, 3, 3), (2, 2, 2))
-            if name == "Mixed_4f":
-                self.MaxPool3d_5a_2x2 = MaxPool3dSame((pool5_t, 2, 2), (pool5_t, 2, 2))
-        self.out_channels = channels
+        self.Mixed_3b = InceptionModule(192, INCEPTION_WIDTHS["Mixed_3b"])
+        self.Mixed_3c = InceptionModule(256, INCEPTION_WIDTHS["Mixed_3c"])
+        self.MaxPool3d_4a_3x3 = MaxPool3dSame((3, 3, 3), (2, 2, 2))
+        self.Mixed_4b = InceptionModule(480, INCEPTION_WIDTHS["Mixed_4b"])
+        self.Mixed_4c = InceptionModule(512, INCEPTION_WIDTHS["Mixed_4c"])
+        self.Mixed_4d = InceptionModule(512, INCEPTION_WIDTHS["Mixed_4d"])
+        self.Mixed_4e = InceptionModule(512, INCEPTION_WIDTHS["Mixed_4e"])
+        self.Mixed_4f = InceptionModule(528, INCEPTION_WIDTHS["Mixed_4f"])
+        self.MaxPool3d_5a_2x2 = MaxPool3dSame((pool5_t, 2, 2), (pool5_t, 2, 2))
+        self.Mixed_5b = InceptionModule(832, INCEPTION_WIDTHS["Mixed_5b"])
+        self.Mixed_5c = InceptionModule(832, INCEPTION_WIDTHS["Mixed_5c"])
+        self.out_channels = self.Mixed_5c.out_channels
         if num_classes is not None:
             self.dropout = nn.Dropout(dropout)
-            self.logits = Unit3D(channels, num_classes, norm_and_relu=False)
+            self.logits = Unit3D(self.out_channels, num_classes, norm_and_relu=False)
 
     def endpoints(self, clip: torch.Tensor, names: tuple[str, ...] = ENDPOINTS) -> dict[str, torch.Tensor]:
         """Run the layers in order and return the outputs of the endpoints in ``names`` (b, c, t', h', w').
