@@ -64,7 +64,9 @@ def frames_to_clip(frames: np.ndarray, window: int) -> torch.Tensor:
     builds its clips with this too, so both paths see the same numbers."""
     if len(frames) < window:
         frames = np.concatenate([frames, np.repeat(frames[-1:], window - len(frames), axis=0)])
-    return rearrange(torch.from_numpy(np.ascontiguousarray(frames)), "t h w c -> c t h w").float().div_(127.5).sub_(1.0)
+    # channels first while still uint8 (cheap), so the float passes run over contiguous memory
+    channels_first = np.ascontiguousarray(rearrange(frames, "t h w c -> c t h w"))
+    return torch.from_numpy(channels_first).float().div_(127.5).sub_(1.0)
 
 
 class WindowDataset(Dataset):
@@ -147,7 +149,7 @@ class WindowDataset(Dataset):
         top, left = self._crop_box(frames.shape[1], frames.shape[2])
         size = self.cfg.crop
         # slice before converting, so only the crop of the window is read from the memory map
-        clip = frames_to_clip(np.array(frames[w.start - offset : stop - offset, top : top + size, left : left + size]), w.size)
+        clip = frames_to_clip(frames[w.start - offset : stop - offset, top : top + size, left : left + size], w.size)
         if self.augment:
             clip = self._jitter(clip)
             if self.cfg.flip and torch.rand(()) < 0.5:
@@ -155,15 +157,20 @@ class WindowDataset(Dataset):
         return clip
 
     def _jitter(self, clip: torch.Tensor) -> torch.Tensor:
-        """One random brightness, contrast and saturation change for the whole clip ``(3, T, H, W)``."""
+        """One random saturation, contrast and brightness change for the whole clip ``(3, T, H, W)``, in place.
+
+        Saturation ``s`` blends each pixel with its grey ``g``, contrast ``c`` scales around the clip's mean
+        ``m`` (which the saturation change leaves as it is), brightness ``b`` shifts:
+        ``(1 + c)(1 + s) x - (1 + c) s g - c m + b``, computed in three passes over the clip.
+        """
         strength = self.cfg.jitter
         if strength <= 0:
             return clip
-        brightness, contrast, saturation = (torch.rand(3) * 2 - 1) * strength
-        grey = clip.mean(0, keepdim=True)
-        clip = grey + (clip - grey) * (1 + saturation)
-        clip = clip.mean() + (clip - clip.mean()) * (1 + contrast) + brightness
-        return clip.clamp_(-1.0, 1.0)
+        brightness, contrast, saturation = ((torch.rand(3) * 2 - 1) * strength).tolist()
+        grey = clip.mean(0)
+        mean = grey.mean().item()
+        clip.mul_((1 + contrast) * (1 + saturation)).add_(grey, alpha=-(1 + contrast) * saturation)
+        return clip.add_(brightness - contrast * mean).clamp_(-1.0, 1.0)
 
     # features
 
