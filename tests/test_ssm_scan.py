@@ -116,6 +116,30 @@ def test_other_forms_of_B_and_C():
         torch.testing.assert_close(out[:, c : c + 1], expected)
 
 
+def test_long_sequence():
+    inputs = realistic_inputs(1, 3, 4, 1000)
+    (out, last), (ref, ref_last) = run_both(inputs, delta_softplus=True, return_last_state=True)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(last, ref_last)
+    grads = torch.autograd.grad(out.sum(), [inputs["delta"], inputs["A"]])
+    ref_grads = torch.autograd.grad(ref.sum(), [inputs["delta"], inputs["A"]])
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r)
+
+
+def test_autocast_keeps_the_scan_in_float32():
+    inputs = realistic_inputs(2, 8, 4, 20, dtype=torch.float32)
+    ref = selective_scan(**inputs, delta_softplus=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = selective_scan(**inputs, delta_softplus=True)
+        grads = torch.autograd.grad(out.sum(), [inputs["u"], inputs["B"]])
+    ref_grads = torch.autograd.grad(ref.sum(), [inputs["u"], inputs["B"]])
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref)
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r)
+
+
 def test_dtypes_follow_the_reference():
     inputs = realistic_inputs(1, 4, 2, 9, dtype=torch.float32, grad=False)
     half = {k: v.to(torch.bfloat16) for k, v in inputs.items()}
@@ -129,6 +153,7 @@ def test_dtypes_follow_the_reference():
     "change, message",
     [
         (lambda i: i.update(u=i["u"][0]), "u must be"),
+        (lambda i: i.update(u=i["u"][..., :0], delta=i["delta"][..., :0]), "l >= 1"),
         (lambda i: i.update(delta=i["delta"][..., :-1]), "delta must"),
         (lambda i: i.update(A=i["A"][:-1]), "A must"),
         (lambda i: i.update(B=i["B"][..., :-1]), "B must"),

@@ -18,6 +18,7 @@ x_proj, dt_proj, A_log, D, out_proj``), and so is the initialisation, so state d
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -45,6 +46,7 @@ def _fused_scan_fn():
     return selective_scan_fn
 
 
+@functools.cache
 def _fused_available() -> bool:
     try:
         _fused_scan_fn()

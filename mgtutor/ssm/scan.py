@@ -29,6 +29,8 @@ Two implementations sit behind it:
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange, repeat
@@ -44,8 +46,8 @@ Tensor = torch.Tensor
 
 def _check(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> None:
     """Refuse shapes the reference scan would not accept, naming the argument."""
-    if u.dim() != 3:
-        raise ValueError(f"u must be (b, d, l), got shape {tuple(u.shape)}")
+    if u.dim() != 3 or u.shape[-1] == 0:
+        raise ValueError(f"u must be (b, d, l) with l >= 1, got shape {tuple(u.shape)}")
     if delta.shape != u.shape:
         raise ValueError(f"delta must have u's shape {tuple(u.shape)}, got {tuple(delta.shape)}")
     b, d, l = u.shape
@@ -94,6 +96,17 @@ def _loop_core(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tup
     return rearrange(torch.stack(ys), "l b d -> b d l"), h
 
 
+def _without_autocast(fn):
+    """Run a Function's forward or backward in the compute dtype even inside an autocast region."""
+
+    @functools.wraps(fn)
+    def wrapper(ctx, first: Tensor, *args):
+        with torch.autocast(device_type=first.device.type, enabled=False):
+            return fn(ctx, first, *args)
+
+    return wrapper
+
+
 class _ChunkedScan(torch.autograd.Function):
     """The core recurrence with B, C of shape (b, n, l), processed chunk by chunk along time.
 
@@ -102,6 +115,7 @@ class _ChunkedScan(torch.autograd.Function):
     """
 
     @staticmethod
+    @_without_autocast
     def forward(ctx, u, delta, A, B, C, chunk):
         b, d, l = u.shape
         n = A.shape[1]
@@ -125,6 +139,7 @@ class _ChunkedScan(torch.autograd.Function):
         return rearrange(y, "l b d -> b d l"), h
 
     @staticmethod
+    @_without_autocast
     def backward(ctx, dy, dlast):
         u_t, delta_t, A, B_t, C_t, entering = ctx.saved_tensors
         chunk = ctx.chunk
