@@ -165,3 +165,8 @@ def test_bad_shapes_are_refused(change, message):
     change(inputs)
     with pytest.raises(ValueError, match=message):
         selective_scan(**inputs)
+
+
+def test_bad_chunk_size_is_refused():
+    with pytest.raises(ValueError, match="chunk_size"):
+        selective_scan(**realistic_inputs(1, 2, 2, 5, grad=False), chunk_size=0)

@@ -87,7 +87,7 @@ def _loop_core(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tup
     """
     b, d, l = u.shape
     deltaA = torch.exp(einsum(delta, A, "b d l, d n -> l b d n"))
-    deltaB_u = einsum(delta * u, "b d l -> l b d")[..., None] * _per_step(B, d, l)
+    deltaB_u = rearrange(delta * u, "b d l -> l b d 1") * _per_step(B, d, l)
     h = u.new_zeros(b, d, A.shape[1])
     ys = []
     for dA_t, dBu_t, C_t in zip(deltaA.unbind(0), deltaB_u.unbind(0), _per_step(C, d, l).unbind(0)):
@@ -289,6 +289,8 @@ def selective_scan(
         out (b, d, l) in u's dtype, or (out, last_state) with last_state (b, d, n) in the compute dtype
         (float32, or float64 for float64 inputs).
     """
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of steps, got {chunk_size}")
     return _selective_scan(
         lambda *args: _chunked_core(*args, chunk_size),
         u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state,
