@@ -25,6 +25,7 @@ import math
 import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -432,18 +433,24 @@ def make_pose(subject: Subject, instances: list[Instance], num_frames: int, fps:
     return J
 
 
-def generate_sequence(
-    sample: int, seconds: float = 90.0, size: int = 128, fps: float = 30.0, seed: int = 0, difficulty: str = "demo"
-) -> SyntheticSequence:
-    """Subject, schedule and joint positions of one sequence (no pixels yet); see :func:`render`."""
+def _check_arguments(seconds: float, size: int, fps: float, difficulty: str) -> None:
     if difficulty not in LEVELS:
         raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
     if size < 16 or size % 2:
         raise ValueError(f"size must be an even number >= 16 (H.264 needs even sizes), got {size}")
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if seconds < 4:
+        raise ValueError(f"a synthetic sequence needs at least 4 seconds, got {seconds}")
+
+
+def generate_sequence(
+    sample: int, seconds: float = 90.0, size: int = 128, fps: float = 30.0, seed: int = 0, difficulty: str = "demo"
+) -> SyntheticSequence:
+    """Subject, schedule and joint positions of one sequence (no pixels yet); see :func:`render`."""
+    _check_arguments(seconds, size, fps, difficulty)
     level = LEVELS[difficulty]
     num_frames = round(seconds * fps)
-    if num_frames < round(4 * fps):
-        raise ValueError(f"a synthetic sequence needs at least 4 seconds, got {seconds}")
     subject = make_subject(np.random.default_rng([seed, sample, 0]), level)
     instances = make_schedule(np.random.default_rng([seed, sample, 1]), num_frames, fps, level)
     body = make_pose(subject, instances, num_frames, fps, level, np.random.default_rng([seed, sample, 2]))
@@ -608,8 +615,7 @@ def write_synthetic(
     whatever ``workers`` (default: up to 2 processes). ``out/synthetic.json`` records the arguments and is
     written last, marking a finished set.
     """
-    if difficulty not in LEVELS:
-        raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
+    _check_arguments(seconds, size, fps, difficulty)
     if sequences < 1:
         raise ValueError(f"sequences must be >= 1, got {sequences}")
     out = Path(out)
@@ -622,16 +628,11 @@ def write_synthetic(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(jobs), unit="seq", desc="synth")
-    if workers <= 1:
-        done = map(_write_one, jobs)
-    else:
-        pool = ProcessPoolExecutor(workers)
-        done = pool.map(_write_one, jobs)
-    for _ in done:
-        if bar is not None:
-            bar.update()
-    if workers > 1:
-        pool.shutdown()
+    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        run = map if pool is None else pool.map
+        for _ in run(_write_one, jobs):
+            if bar is not None:
+                bar.update()
     if bar is not None:
         bar.close()
     params = synthetic_params(sequences, seconds, size, fps, seed, difficulty)
