@@ -101,6 +101,8 @@ def _without_autocast(fn):
 
     @functools.wraps(fn)
     def wrapper(ctx, first: Tensor, *args):
+        if not torch.amp.is_autocast_available(first.device.type):  # "meta": shape-only runs (FLOP counts)
+            return fn(ctx, first, *args)
         with torch.autocast(device_type=first.device.type, enabled=False):
             return fn(ctx, first, *args)
 
