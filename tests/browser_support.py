@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,24 +43,19 @@ WIDGET_ERROR_TEXT = "Error displaying widget"
 EXECUTED_PROMPT = re.compile(r"^\[\d+\]:$")
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class JupyterLab:
     """A JupyterLab server on ``root_dir``, started on enter and stopped (process group) on exit.
 
-    ``state_dir`` holds its configuration, settings, workspaces and runtime files, all fresh, so a
-    user's own JupyterLab set-up cannot change what the test sees; ``log_path`` receives its output.
+    It listens on 127.0.0.1 on a port it picks itself (port 0: no race with another process for a
+    port chosen in advance) and announces it in its runtime file. ``state_dir`` holds its configuration,
+    settings, workspaces and runtime files, all fresh, so a user's own JupyterLab set-up cannot change
+    what the test sees; ``log_path`` receives its output.
     """
 
     def __init__(self, root_dir: Path, state_dir: Path, log_path: Path, start_timeout: float = 120.0):
         self.root_dir, self.state_dir, self.log_path = Path(root_dir), Path(state_dir), Path(log_path)
         self.start_timeout = start_timeout
-        self.port = free_port()
+        self.port: int | None = None  # known once the server has written its runtime file
         self.token = secrets.token_hex(16)
         self.process: subprocess.Popen | None = None
 
@@ -77,10 +71,11 @@ class JupyterLab:
     def shutdown_kernels(self) -> None:
         """Stop every running kernel (a finished test's kernel would hold memory and threads)."""
         headers = {"Authorization": f"token {self.token}"}
-        with urllib.request.urlopen(urllib.request.Request(f"{self.base_url}/api/kernels", headers=headers)) as response:
+        kernels_url = f"{self.base_url}/api/kernels"
+        with urllib.request.urlopen(urllib.request.Request(kernels_url, headers=headers)) as response:
             kernels = json.load(response)
         for kernel in kernels:
-            request = urllib.request.Request(f"{self.base_url}/api/kernels/{kernel['id']}", headers=headers, method="DELETE")
+            request = urllib.request.Request(f"{kernels_url}/{kernel['id']}", headers=headers, method="DELETE")
             urllib.request.urlopen(request).close()
 
     def _environment(self) -> dict[str, str]:
@@ -109,7 +104,7 @@ class JupyterLab:
             sys.executable, "-m", "jupyterlab",
             "--no-browser",
             "--ServerApp.ip=127.0.0.1",
-            f"--ServerApp.port={self.port}",
+            "--ServerApp.port=0",
             "--ServerApp.port_retries=0",
             f"--IdentityProvider.token={self.token}",
             f"--ServerApp.root_dir={self.root_dir}",
@@ -140,16 +135,17 @@ class JupyterLab:
 
     def _wait_until_up(self) -> None:
         deadline = time.monotonic() + self.start_timeout
-        status = f"{self.base_url}/api/status?token={self.token}"
+        runtime_file = self.state_dir / "runtime" / f"jpserver-{self.process.pid}.json"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"JupyterLab exited with code {self.process.returncode}; its log: {self.log_path}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(status, timeout=5) as response:
+            with contextlib.suppress(OSError, ValueError):
+                self.port = self.port or json.loads(runtime_file.read_text())["port"]
+                with urllib.request.urlopen(f"{self.base_url}/api/status?token={self.token}", timeout=5) as response:
                     if response.status == 200:
                         return
             time.sleep(0.5)
-        raise TimeoutError(f"JupyterLab did not answer on {self.base_url} within {self.start_timeout:.0f} s; log: {self.log_path}")
+        raise TimeoutError(f"JupyterLab did not answer within {self.start_timeout:.0f} s; log: {self.log_path}")
 
     def stop(self) -> None:
         """SIGTERM to the server's process group (server and kernels), SIGKILL if it lingers."""
@@ -278,7 +274,9 @@ def wait_for_plot(page: Page, control: Locator, timeout: float, different_from: 
             raise AssertionError("the widget's output shows an error:\n" + "\n---\n".join(errors))
         if time.monotonic() > deadline:
             wanted = "the plot to change" if different_from else "a plot"
-            raise TimeoutError(f"waited {timeout:.0f} s for {wanted} in the widget's output ({len(sources)} image(s) shown)")
+            raise TimeoutError(
+                f"waited {timeout:.0f} s for {wanted} in the widget's output ({len(sources)} image(s) shown)"
+            )
         page.wait_for_timeout(250)
 
 
