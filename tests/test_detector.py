@@ -106,6 +106,11 @@ def test_paper_model_with_each_query_order(order):
     # Mamba keeps its own initialisation inside the detector
     mixer = detector.decoder.layers[1].query_mixer.blocks[1].mixer
     torch.testing.assert_close(mixer.A_log.detach(), torch.log(torch.arange(1.0, 5.0)).expand_as(mixer.A_log))
+    # and under bf16 autocast, as the training engine runs it on CUDA
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = detector(torch.randn(2, 24, 16))
+    assert mixed.logits.shape == out.logits.shape and mixed.points.dtype == torch.float32
+    mixed.logits.float().sum().backward()
 
 
 def test_centre_ordered_detector_is_equivariant_to_permuting_the_queries():

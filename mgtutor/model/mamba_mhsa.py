@@ -146,7 +146,8 @@ class MambaMHSA(nn.Module):
                 got = None if centres is None else tuple(centres.shape)
                 raise ValueError(f"order 'centre' needs centres of shape {tuple(query.shape[:2])}, got {got}")
             index = centre_order(centres).unsqueeze(-1).expand_as(query)
-            mixed = torch.empty_like(query).scatter(1, index, self.scan(query.gather(1, index)))
+            scanned = self.scan(query.gather(1, index))
+            mixed = torch.empty_like(scanned).scatter(1, index, scanned)
         else:
             mixed = self.scan(query)
         attended, _ = self.self_attn(mixed, mixed, mixed, need_weights=False)
