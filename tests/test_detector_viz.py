@@ -29,8 +29,8 @@ def output():
 
 
 def test_plot_query_points_draws_every_point_of_every_row(output):
-    ax = plot_query_points(output, query=2, window=1, layer=1, target={"segments": torch.tensor([[0.1, 0.4]]), "labels": torch.tensor([2])},
-                           class_names=["a", "b", "c"], window_frames=48)
+    target = {"segments": torch.tensor([[0.1, 0.4]]), "labels": torch.tensor([2])}
+    ax = plot_query_points(output, query=2, window=1, layer=1, target=target, class_names=["a", "b", "c"], window_frames=48)
     rows = output.points.shape[0]
     offsets = [c.get_offsets() for c in ax.collections if len(c.get_offsets())]
     assert sum(len(o) for o in offsets) == rows * 9

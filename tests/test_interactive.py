@@ -35,7 +35,8 @@ def test_sample_features_equals_explicit_interpolation():
     for b in range(2):
         for i in range(3):
             for j in range(4):
-                torch.testing.assert_close(sampled[b, i, j], interpolate_by_hand(features, b, positions[b, i, j].item()))
+                expected = interpolate_by_hand(features, b, positions[b, i, j].item())
+                torch.testing.assert_close(sampled[b, i, j], expected)
     torch.testing.assert_close(sampled[0, 0, 2], features[0, 6])
 
 
@@ -68,10 +69,8 @@ def test_deformable_sampling_equals_explicit_loop():
                 heads = groups["boundary"] if j < boundary else groups["centre"]
                 offsets = heads["offsets"](query[b, i])
                 weights = torch.softmax(heads["weights"](query[b, i]), dim=0)
-                expected = sum(
-                    weights[k] * interpolate_by_hand(features, b, min(max(pts[b, i, j].item() + offsets[k].item() / t, 0.0), 1.0))
-                    for k in range(subpoints)
-                )
+                positions = [min(max(pts[b, i, j].item() + offsets[k].item() / t, 0.0), 1.0) for k in range(subpoints)]
+                expected = sum(weights[k] * interpolate_by_hand(features, b, positions[k]) for k in range(subpoints))
                 torch.testing.assert_close(out[b, i, j], expected)
 
 

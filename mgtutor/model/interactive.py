@@ -38,7 +38,9 @@ def sample_features(features: torch.Tensor, positions: torch.Tensor) -> torch.Te
     if features.dim() != 3:
         raise ValueError(f"features must be (b, t, d), got {tuple(features.shape)}")
     if positions.shape[0] != features.shape[0]:
-        raise ValueError(f"positions {tuple(positions.shape)} and features {tuple(features.shape)} differ in batch size")
+        raise ValueError(
+            f"positions {tuple(positions.shape)} and features {tuple(features.shape)} differ in batch size"
+        )
     trailing = positions.shape[1:]
     x = rearrange(positions, "b ... -> b 1 (...)")
     # grid_sample reads a (b, d, 1, t) image; y = 0 is its only row, x in [-1, 1] spans the t steps

@@ -64,7 +64,8 @@ def plot_query_points(
         for (start, end), label in zip(target["segments"].tolist(), target["labels"].tolist()):
             ax.axvspan(start * scale, end * scale, color="tab:green", alpha=0.15)
             name = class_names[label] if class_names else str(label)
-            ax.text((start + end) / 2 * scale, rows - 0.45, name, ha="center", va="bottom", fontsize=8, color="tab:green")
+            middle = (start + end) / 2 * scale
+            ax.text(middle, rows - 0.45, name, ha="center", va="bottom", fontsize=8, color="tab:green")
     x = points * scale
     y = np.arange(rows)
     for j in range(num_points):
@@ -165,7 +166,8 @@ def query_point_explorer(
     first = windows[0][0]
     window = widgets.IntSlider(value=0, min=0, max=len(windows) - 1, description="window")
     query = widgets.IntSlider(value=0, min=0, max=first.points.shape[2] - 1, description="query")
-    layer = widgets.IntSlider(value=first.points.shape[0] - 1, min=0, max=first.points.shape[0] - 1, description="layer")
+    last = first.points.shape[0] - 1
+    layer = widgets.IntSlider(value=last, min=0, max=last, description="layer")
 
     def draw(window: int, query: int, layer: int) -> None:
         output, index = windows[window]
