@@ -49,7 +49,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from flops import format_rate, matmul_rate, step_flops, training_dtype  # noqa: E402
+from flops import by_part, format_flops_table, format_rate, matmul_rate, step_flops, training_dtype  # noqa: E402
 from report import machine_line, write_section  # noqa: E402
 
 import mgtutor.train.losses as losses_module  # noqa: E402
@@ -303,9 +303,11 @@ def _compile(trainer: Trainer, batch: dict, log) -> str:
 
 def model_part(
     cfg: ModelConfig, device: torch.device, cases: list[ModelCase], window: int, crop: int, repeats: int, warmup: int,
-    compile_model: bool = False, profile_steps: int = 0, log=print,
+    compile_model: bool = False, profile_steps: int = 0, log=print, on_row: Callable[[list[Row]], None] | None = None,
 ) -> list[Row]:  # fmt: skip
-    """(b): full training steps of the whole model, one case (batch size, memory layout) after another."""
+    """(b): full training steps of the whole model, one case (batch size, memory layout) after another;
+    ``on_row(rows so far)`` after each case (the script saves its JSON then, so a run stopped at a time
+    limit keeps the cases it finished)."""
     rows = []
     for case in cases:
         with tempfile.TemporaryDirectory() as out:
@@ -330,6 +332,8 @@ def model_part(
             if profile_steps and device.type == "cuda":
                 row.extra["profile"] = cuda_profile(lambda: trainer.train_step(batch), profile_steps, device)
             rows.append(row)
+            if on_row is not None:
+                on_row(rows)
             del trainer, batch
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -540,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     repeats_b = args.repeats or (1 if args.quick else 10 if cuda else 5)
     warmup = args.warmup if args.warmup is not None else (3 if cuda else 1)
     batches = args.batch or ([1, 4] if cuda and not args.quick else [1])
-    layouts = {"channels_last": [True], "contiguous": [False], "both": [False, True]}[args.layout] if cuda else [False]
+    layouts = {"channels_last": [True], "contiguous": [False], "both": [True, False]}[args.layout] if cuda else [False]
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
 
     machine = machine_line(device)
@@ -574,8 +578,13 @@ def main(argv: list[str] | None = None) -> int:
             sections.append(f"Self CPU time by operator, one step (torch.profiler):\n\n{profile_table}")
 
     if args.part in ("model", "all"):
-        cases = [ModelCase(b, layout) for b in batches for layout in layouts]
-        rows = model_part(cfg, device, cases, window, crop, repeats_b, warmup, args.compile, 5 if args.profile else 0, log)
+        cases = [ModelCase(b, layout) for layout in layouts for b in batches]  # the chosen layout's cases first
+
+        def save(rows: list[Row]) -> None:
+            results["model"] = {"rows": _rows_json(rows)}
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
+
         flops_per_window = rate = None
         if not args.no_flops:
             count = step_flops(cfg, 1, window, crop)
@@ -584,7 +593,10 @@ def main(argv: list[str] | None = None) -> int:
             size = 256 if args.quick else 8192 if cuda else 1024
             rate = matmul_rate(device, dtype, size)
             results["flops"] = {"per_window": flops_per_window, "forward": count.total_forward, "backward": count.total_backward,
-                                "rate": rate, "rate_dtype": str(dtype), "rate_size": size}  # fmt: skip
+                                "rate": rate, "rate_dtype": str(dtype), "rate_size": size, "by_part": by_part(count)}  # fmt: skip
+        if args.json:  # the figures so far are kept even if (b) is stopped
+            args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
+        rows = model_part(cfg, device, cases, window, crop, repeats_b, warmup, args.compile, 5 if args.profile else 0, log, save)
         table = format_model_table(rows, flops_per_window, rate, absolute)
         amp = "bf16 autocast + TF32" if cuda else "float32"
         head = (
@@ -595,10 +607,11 @@ def main(argv: list[str] | None = None) -> int:
         if flops_per_window:
             floor_ms = 1e3 * flops_per_window / rate
             lines.append(
-                f"{flops_per_window / 1e9:.1f} GFLOP a window (matrix products and convolutions, forward + backward); "
-                f"measured {str(training_dtype(device)).removeprefix('torch.')} matrix-product rate {format_rate(rate)}: "
-                f"floor {floor_ms:.2f} ms a window"
+                f"{flops_per_window / 1e9:.1f} GFLOP a window (matrix products and convolutions, forward + backward; "
+                f"crop {crop}); measured {str(training_dtype(device)).removeprefix('torch.')} matrix-product rate "
+                f"{format_rate(rate)}: floor {floor_ms:.2f} ms a window. FLOPs by part of the model:"
             )
+            lines.append(format_flops_table(count))
         print("\n" + "\n".join(lines), flush=True)
         for r in rows:
             if "profile" in r.extra:
