@@ -363,6 +363,31 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default="configs/cpu_demo.yaml", metavar="FILE", help="default: configs/cpu_demo.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="change one value (repeatable)")
+    parser.add_argument("--out", default="runs/demo", help="where the figures, plots, predictions and checkpoints go (default: runs/demo)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+@command("demo", "The main job: synthetic set, CPU training of the paper's decoder, prediction and the challenge's F1, plots.", _demo_arguments)
+def _demo(args: argparse.Namespace) -> int:
+    from mgtutor.config import load_config
+    from mgtutor.demo import run_demo
+    from mgtutor.train.checkpoint import CheckpointError
+    from mgtutor.train.engine import NonFiniteLossError
+
+    config = load_config(args.config, args.overrides)
+    try:
+        run_demo(config, args.out, progress=not args.no_progress)
+    except CheckpointError as err:
+        raise UserError(f"{err} (delete {args.out} to start the demo afresh)") from err
+    except NonFiniteLossError as err:
+        print(f"mgtutor demo: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
