@@ -71,7 +71,7 @@ QUICK = dict(hidden=64, queries=8, points=6, layers=2, heads=4, ffn=128, mix_dim
 
 @dataclass
 class Row:
-    """One measured case: its step times (seconds), peak memory and what a step holds."""
+    """One measured case: its step times (seconds), peak memory (bytes) and case details (``extra``)."""
 
     part: str
     name: str
@@ -489,8 +489,8 @@ def format_model_table(rows: list[Row], flops_per_window: float | None, rate: fl
             of_floor = f"{100 * flops_per_window * r.windows_per_s / rate:.1f}%"
         timing = f"{1e3 * r.median:.1f} | {r.windows_per_s:.2f} | " if absolute else ""
         lines.append(
-            f"| {r.name} | {r.extra['crop']} | {timing}{_mib(r.peak_bytes)} | {100 * r.extra['loss_share']:.1f}% | "
-            f"{100 * r.extra['matching_share']:.1f}% | {of_floor} |"
+            f"| {r.name} | {r.extra['crop']} | {timing}{_mib(r.peak_bytes)} | {100 * r.extra['loss_share']:.2f}% | "
+            f"{100 * r.extra['matching_share']:.2f}% | {of_floor} |"
         )
     return "\n".join(lines)
 
