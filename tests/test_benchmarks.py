@@ -249,6 +249,6 @@ def test_gpu_check_runs_every_stage_on_the_cpu_at_toy_sizes(tmp_path):
     training = json.loads((tmp_path / "train.json").read_text())
     assert training["loss_falls"] and training["steps"] == 60 and training["windows_per_s"] > 0
     summary = (tmp_path / "summary.md").read_text()
-    for row in ("decoder step, Mamba-MHSA / attention", "whole model, batch 1", "training, paper config, 60 steps", "stage times"):
+    for row in ("decoder step, Mamba-MHSA / attention", "whole model, batch 1, 32 px", "training, toy sizes, 60 steps", "stage times"):
         assert row in summary
     assert (tmp_path / "step.log").exists() and (tmp_path / "train.log").exists()
