@@ -172,6 +172,22 @@ def test_train_step_quick_writes_both_parts(tmp_path):
     assert text.startswith("# Benchmarks") and "## Training step" in text and "Mamba-MHSA / attention decoder step" in text
 
 
+def test_model_step_in_channels_last_with_shares_and_a_failing_compile(monkeypatch):
+    def broken_compile(model):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    cfg = replace(QUICK, mamba_backend="torch")
+    cases = [train_step.ModelCase(batch=2, channels_last=True)]
+    logged = []
+    (row,) = train_step.model_part(cfg, torch.device("cpu"), cases, 16, 32, repeats=1, warmup=0, compile_model=True, log=logged.append)
+    assert row.name == "batch 2, channels_last_3d" and row.windows_per_s > 0 and row.peak_bytes > 0
+    assert row.extra["compile"] == "failed (eager measured)" and "no compiler here" in logged[0]
+    trainer, batch = train_step.make_trainer(cfg, torch.device("cpu"), 2, 16, 32, "unused")
+    loss, matching = train_step.loss_shares(trainer, batch, torch.device("cpu"), steps=1)
+    assert 0 < matching <= loss < 1
+
+
 @pytest.mark.cuda
 def test_train_step_quick_on_cuda(tmp_path):
     out = tmp_path / "step.json"
