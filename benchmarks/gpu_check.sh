@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check of mgtutor on a CUDA machine that cannot reach the network (about 6 minutes on one H100).
+# The GPU check of mgtutor on a CUDA machine that cannot reach the network; its stages share a budget of
+# 480 s (--budget), planned for about 6 minutes on one H100.
 #
 #   bash benchmarks/gpu_check.sh                  # all stages; results in $OUT (if set) or runs/gpu_check
 #   bash benchmarks/gpu_check.sh --dry-run        # say which wheels would be installed and what would run
