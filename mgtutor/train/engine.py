@@ -159,6 +159,7 @@ class Trainer:
         if cuda:
             torch.backends.cuda.matmul.allow_tf32 = config.train.tf32
             torch.backends.cudnn.allow_tf32 = config.train.tf32
+            torch.backends.cudnn.benchmark = True  # windows have one shape: pick the fastest kernels once
         self.amp_dtype = torch.bfloat16 if cuda and config.train.amp == "bf16" else None
 
         self.model = model.to(self.device)
@@ -208,6 +209,8 @@ class Trainer:
     def train_step(self, batch: Mapping[str, Any]) -> dict[str, float]:
         """Forward, losses, backward, clip, AdamW update; returns each loss term (mean over processes)."""
         inputs, targets = self._to_device(batch)
+        # cleared before the forward pass, so last step's gradients are not held while activations grow
+        self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             output = self.ddp_model(inputs)
         losses = self.criterion(_as_float32(output), targets)
@@ -219,7 +222,6 @@ class Trainer:
         if not all(math.isfinite(value) for value in record.values()):
             raise NonFiniteLossError(self.epoch + 1, self.global_step + 1, record)
 
-        self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["total"]).backward()
         if self.config.train.clip_grad > 0:
             self.scaler.unscale_(self.optimizer)
