@@ -1,6 +1,6 @@
 """Driving JupyterLab in Debian's Chromium the way a workshop student does, for tests/test_browser.py.
 
-:class:`JupyterLab` starts a server on a free loopback port with a throwaway configuration (no news,
+:class:`JupyterLab` starts a server on a loopback port with a throwaway configuration (no news,
 no update check, fresh settings and workspace) and stops its whole process group afterwards. The
 functions below act on a Playwright page through what a student sees and clicks: the menu bar, the
 cells' ``[n]:`` prompts, the widgets' labels and the plots' ``<img>`` elements.
@@ -232,7 +232,7 @@ def run_all_cells(page: Page, timeout: float, settle: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     idle_since = None
     while True:
-        page.wait_for_timeout(500)
+        page.wait_for_timeout(1000)  # polling the page costs CPU that the kernel needs on a small machine
         if errors := error_outputs(page):
             raise AssertionError("a cell shows an error:\n" + "\n---\n".join(errors))
         prompts = code_cell_prompts(page)

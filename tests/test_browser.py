@@ -1,6 +1,7 @@
 """The notebooks as a workshop student uses them: JupyterLab in a real browser (Debian's Chromium).
 
-Each test opens a notebook from a copy of ``notebooks/`` (so saves never touch the committed files),
+Each test opens a notebook from a copy of ``notebooks/`` in ``test-artifacts/browser/notebooks/`` (so
+JupyterLab's saves never touch the committed files),
 clears and runs every cell through JupyterLab's menus, checks that no cell shows an error, then moves a
 widget and checks that its plot is redrawn. On failure a full-page screenshot, the browser console and
 the server log are kept under ``test-artifacts/browser/``; the failure message names the folder.
@@ -40,10 +41,11 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory) -> Iterator[JupyterLab]:
-    """One JupyterLab server for the module, on a throwaway copy of notebooks/."""
-    root = tmp_path_factory.mktemp("lab") / "notebooks"
+    """One JupyterLab server for the module, on a throwaway copy of notebooks/ inside the checkout
+    (JupyterLab autosaves what it runs; notebooks find configs/ by walking up from their folder)."""
+    root = ARTIFACTS / "notebooks"
+    shutil.rmtree(root, ignore_errors=True)
     shutil.copytree(NOTEBOOKS, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with JupyterLab(root, tmp_path_factory.mktemp("lab-state"), ARTIFACTS / "jupyterlab.log") as server:
         yield server
 
