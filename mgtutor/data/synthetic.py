@@ -12,7 +12,9 @@ same files whatever the number of worker processes):
    0.5-6.7 s), gaps, back-to-back and co-occurring gestures (only ones moving disjoint body parts);
 3. a pose per frame in body units (y down, 1.0 = body height): idle sway, each gesture's motion eased in
    and out, arms by two-link inverse kinematics, a little joint jitter;
-4. rendering with PIL into RGB frames with slow lighting drift and sensor noise, encoded by PyAV.
+4. rendering with PIL into RGB frames with slow lighting drift and sensor noise, encoded by PyAV; the
+   level sets how the figure is drawn (the "demo" level's thick limbs and gloved hands stay visible at
+   the 64x64 pixels a CPU model sees).
 
 Coordinates: image x grows to the right, y downwards; the subject faces the camera, so the subject's left
 side (``ShoulderLeft``...) is on the image's right (+x).
@@ -103,7 +105,12 @@ CLASS_NAMES = tuple(spec.name for spec in GESTURES)
 
 @dataclass(frozen=True)
 class Difficulty:
-    """Knobs that make the task easier or harder."""
+    """Knobs that make the task easier or harder.
+
+    The last three are about drawing: at the 64x64 pixels a CPU model sees, the "hard" level's hands are
+    1-2 pixel skin-coloured dots beside a skin-coloured face; the "demo" level draws thicker limbs and
+    gloved hands, large blobs of one bright colour that every subject's shirt and background avoid.
+    """
 
     amplitude: float  # scale of wiggles and shifts
     reach: float  # fraction of the way from rest to a gesture's hand target
@@ -115,10 +122,14 @@ class Difficulty:
     target_jitter: float  # per-instance jitter of hand targets (body units)
     noise: int  # sensor noise amplitude (grey levels)
     clutter: int  # background objects
+    limb_width: float = 1.0  # factor on the widths of limbs, neck and feet
+    hand_radius: float = 0.028  # body units
+    glove: tuple[int, int, int] | None = None  # colour of the hands (None: the subject's skin)
 
 
 LEVELS = {
-    "demo": Difficulty(1.0, 1.0, 1.5, 0.15, 0.05, (0.78, 0.9), 0.08, 0.008, 3, 2),
+    # demo: large motions, a big figure, no clutter, thick limbs and yellow gloves
+    "demo": Difficulty(2.5, 1.0, 1.5, 0.15, 0.05, (0.84, 0.92), 0.05, 0.008, 2, 0, limb_width=1.8, hand_radius=0.05, glove=(255, 230, 0)),
     "hard": Difficulty(0.5, 0.8, 1.0, 0.3, 0.25, (0.62, 0.92), 0.15, 0.02, 6, 5),
 }
 
@@ -168,17 +179,20 @@ _SKIN = ((241, 194, 160), (224, 172, 120), (198, 134, 86), (161, 102, 60), (112,
 _HAIR = ((30, 25, 20), (90, 60, 30), (170, 130, 70), (200, 190, 170), (60, 40, 30))
 
 
-def _colour(rng: np.random.Generator, low: int, high: int) -> tuple[int, int, int]:
-    return tuple(int(v) for v in rng.integers(low, high, 3))
+def _colour(rng: np.random.Generator, low: int, high: int, avoid: tuple[tuple[int, int, int], ...] = ()) -> tuple[int, int, int]:
+    """A random colour, drawn again while it is within 120 (sum over channels) of a colour in ``avoid``."""
+    while True:
+        colour = tuple(int(v) for v in rng.integers(low, high, 3))
+        if all(np.abs(np.subtract(colour, other)).sum() >= 120 for other in avoid):
+            return colour
 
 
 def make_subject(rng: np.random.Generator, level: Difficulty) -> Subject:
     scale = float(rng.uniform(*level.scale))
     head = float(rng.uniform(0.058, 0.072))
-    shirt = _colour(rng, 20, 235)
-    # keep shirts away from skin tones so hands stay visible in front of the body
-    while min(np.abs(np.subtract(shirt, s)).sum() for s in _SKIN) < 120:
-        shirt = _colour(rng, 20, 235)
+    gloves = () if level.glove is None else (level.glove,)
+    # keep shirts away from skin tones (and gloves) so hands stay visible in front of the body
+    shirt = _colour(rng, 20, 235, _SKIN + gloves)
     return Subject(
         scale=scale,
         centre_x=0.5 + float(rng.uniform(-level.offset, level.offset)),
@@ -197,7 +211,7 @@ def make_subject(rng: np.random.Generator, level: Difficulty) -> Subject:
         shirt=shirt,
         trousers=_colour(rng, 15, 140),
         shoes=_colour(rng, 0, 60),
-        background=_colour(rng, 90, 220),
+        background=_colour(rng, 90, 220, gloves),
     )
 
 
@@ -487,8 +501,8 @@ def render(seq: SyntheticSequence, start: int = 0, stop: int | None = None) -> I
     level = LEVELS[seq.difficulty]
     size, s = seq.size, seq.subject
     unit = s.scale * size  # pixels per body unit
-    widths = {name: max(1, round(w * unit)) for name, w in (("limb", 0.04), ("leg", 0.05), ("neck", 0.04), ("foot", 0.035))}
-    hand_r, head_r = 0.028 * unit, s.head * unit
+    widths = {name: max(1, round(w * level.limb_width * unit)) for name, w in (("limb", 0.04), ("leg", 0.05), ("neck", 0.04), ("foot", 0.035))}
+    hand_r, head_r = level.hand_radius * unit, s.head * unit
     noise = rng.integers(-level.noise, level.noise + 1, (8, size, size, 3)).astype(np.int16)
     pick = rng.integers(0, len(noise), seq.num_frames)
     # slow lighting drift of +-4%, as a gain per frame
@@ -500,6 +514,7 @@ def render(seq: SyntheticSequence, start: int = 0, stop: int | None = None) -> I
     # sleeves a shade darker than the shirt, so arms stay visible in front of the body
     colours = {n: getattr(s, n) for n in ("skin", "hair", "shirt", "trousers", "shoes")}
     colours["sleeve"] = tuple(round(0.7 * c) for c in s.shirt)
+    colours["hand"] = level.glove or s.skin
     palettes = [{n: tuple(min(255, round(v * g)) for v in rgb) for n, rgb in colours.items()} for g in gains]
     j = {name: seq.joints[:, i].tolist() for name, i in JOINT_INDEX.items()}
     for k in range(start, stop):
@@ -519,9 +534,9 @@ def render(seq: SyntheticSequence, start: int = 0, stop: int | None = None) -> I
         for side in ("Left", "Right"):
             d.line([p[f"Shoulder{side}"], p[f"Elbow{side}"]], fill=c["sleeve"], width=widths["limb"])
             d.line([p[f"Elbow{side}"], p[f"Wrist{side}"]], fill=forearm, width=widths["limb"])
-            d.line([p[f"Wrist{side}"], p[f"HandTip{side}"]], fill=c["skin"], width=widths["limb"])
+            d.line([p[f"Wrist{side}"], p[f"HandTip{side}"]], fill=c["hand"], width=widths["limb"])
             x, y = p[f"Hand{side}"]
-            d.ellipse([x - hand_r, y - hand_r, x + hand_r, y + hand_r], fill=c["skin"])
+            d.ellipse([x - hand_r, y - hand_r, x + hand_r, y + hand_r], fill=c["hand"])
         frame = np.asarray(im).astype(np.int16)
         frame += noise[pick[k]]
         yield np.clip(frame, 0, 255, out=frame).astype(np.uint8)
