@@ -14,7 +14,7 @@ from torch import nn
 from mgtutor.config import ModelConfig
 from mgtutor.model.encoder import FeatureEncoder, I3DEncoder, SmallEncoder, build_encoder, extract_features
 from mgtutor.model.i3d_weights import DEFAULT_WEIGHTS, convert_i3d
-from mgtutor.model.small_encoder import SmallVideoNet, frame_differences
+from mgtutor.model.small_encoder import SmallVideoNet, frame_differences, frame_residuals
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -141,13 +141,34 @@ def test_frame_differences():
     torch.testing.assert_close(diff[:, :, 3], clip[:, :, 3] - clip[:, :, 2])
 
 
+def test_frame_residuals():
+    clip = torch.randn(2, 3, 5, 4, 4)
+    residual = frame_residuals(clip)
+    torch.testing.assert_close(residual.mean(dim=2), torch.zeros(2, 3, 4, 4))
+    torch.testing.assert_close(residual[:, :, 3], clip[:, :, 3] - (clip[:, :, 0] + clip[:, :, 1] + clip[:, :, 2] + clip[:, :, 3] + clip[:, :, 4]) / 5)
+
+
 def test_small_encoder_shapes_and_normalisation():
     net = SmallVideoNet(out_channels=32)
-    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    assert any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
+    assert not any(isinstance(m, nn.GroupNorm) for m in net.modules())
     assert net(torch.randn(1, 3, 128, 64, 64)).shape == (1, 32, 32)
+    assert net(torch.randn(1, 3, 128, 48, 48)).shape == (1, 32, 32)
     assert net(torch.randn(2, 3, 20, 96, 72)).shape == (2, 32, 5)
     with pytest.raises(ValueError, match="at least 32x32"):
         net(torch.randn(1, 3, 8, 16, 16))
+
+
+def test_small_encoder_ignores_what_stays_still():
+    """Its inputs are the frames' differences from the window's mean frame and from the previous frame, so
+    a still image added to every frame (another background, other clothes) changes nothing; motion does."""
+    torch.manual_seed(0)
+    net = SmallVideoNet(out_channels=16).eval()
+    clip = torch.rand(2, 3, 16, 32, 32) * 2 - 1
+    still = torch.rand(2, 3, 1, 32, 32) - 0.5
+    with torch.no_grad():
+        torch.testing.assert_close(net(clip + still), net(clip), atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(net(clip.flip(2)), net(clip), atol=1e-3)
 
 
 def test_small_encoder_costs_a_few_gflop():
