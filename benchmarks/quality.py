@@ -24,8 +24,8 @@ training subjects, then the score threshold and NMS chosen on the **training** s
 picked on the test split).
 
 Data. Without ``--root``: a synthetic SMG-format set of :data:`SUBJECTS` subjects at the ``hard``
-difficulty of :data:`mgtutor.data.synthetic.LEVELS` (half-size motions, more co-occurring and
-back-to-back gestures, more varied subjects than the demo's set), split by
+difficulty of :data:`mgtutor.data.synthetic.LEVELS` (smaller motions, thin limbs and bare hands, more
+co-occurring and back-to-back gestures, more varied subjects than the demo's set), split by
 :func:`mgtutor.data.synthetic.split_subjects`: subjects 1-42 train, 43-48 test; its length, frame size
 and frame rate, the model and the training recipe come from ``--config`` (default
 ``configs/cpu_demo.yaml``, the CPU demo's configuration, read at run time). With ``--root``: that SMG
@@ -65,7 +65,7 @@ from report import machine_line  # noqa: E402
 from mgtutor.config import Config, load_config, save_config  # noqa: E402
 from mgtutor.runtime import default_device  # noqa: E402
 
-CPU_STEPS = 600  # optimiser steps a run on the CPU (see benchmarks/README.md, "Quality", for the timing)
+CPU_STEPS = 600  # optimiser steps a run on the CPU: about half the CPU demo's schedule, so 20 runs fit a few hours
 SUBJECTS = 48  # synthetic subjects (one sequence each); split_subjects gives 1-42 train, 43-48 test
 SEEDS = (0, 1, 2)
 DECODERS = {"attention": 0, "mamba": 2}  # name -> model.mamba_blocks
