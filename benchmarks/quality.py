@@ -65,7 +65,7 @@ from report import machine_line  # noqa: E402
 from mgtutor.config import Config, load_config, save_config  # noqa: E402
 from mgtutor.runtime import default_device  # noqa: E402
 
-CPU_STEPS = 600  # optimiser steps a run on the CPU: about half the CPU demo's schedule, so 20 runs fit a few hours
+CPU_STEPS = 600  # optimiser steps a run on the CPU: a third of the CPU demo's schedule, so 20 runs fit an hour in two processes
 SUBJECTS = 48  # synthetic subjects (one sequence each); split_subjects gives 1-42 train, 43-48 test
 SEEDS = (0, 1, 2)
 DECODERS = {"attention": 0, "mamba": 2}  # name -> model.mamba_blocks
@@ -420,6 +420,8 @@ def write_report(out: Path, document: dict[str, Any]) -> str:
         )
         noise = document["main"].get("mamba", {}).get("f1", {}).get("std")
         plot_ablations(document["ablations"], out / "ablations.png", noise)
+    if document.get("pending"):
+        parts.append("Not yet run (another --shard's; rerun without --shard once they finish):\n\n" + "\n".join(f"- {name}" for name in document["pending"]))
     if document["failed"]:
         parts.append("Failed runs (rerun to retry):\n\n" + "\n".join(f"- {name}: {why}" for name, why in document["failed"].items()))
     text = "\n\n".join(parts) + "\n"
@@ -453,6 +455,17 @@ def _line(index: int, total: int, run: Run, state: str, result: dict) -> str:
     )
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N), with 1 <= K <= N."""
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N such as 1/2, got {text!r}") from None
+    if not 1 <= k <= n:
+        raise argparse.ArgumentTypeError(f"expected 1 <= K <= N in K/N, got {text!r}")
+    return k, n
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="base configuration (default configs/cpu_demo.yaml)")
@@ -464,6 +477,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/quality"), help="results, data and runs (default runs/quality)")
     parser.add_argument("--threads", type=int, help="torch threads on the CPU (default: torch's choice)")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep each run's last.pt (removed once scored by default)")
+    parser.add_argument(
+        "--shard", type=parse_shard, default=(1, 1), metavar="K/N",
+        help="train only every N-th run from the K-th (1/2 and 2/2 in two processes share the CPU's cores); "
+        "the report includes whatever runs are finished, so a last run without --shard completes it",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     if args.threads:
@@ -486,12 +504,17 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, dict] = {}
     failed: dict[str, str] = {}
+    pending: list[str] = []
+    shard, shards = args.shard
     for index, run in enumerate(runs, 1):
         run.config = dataclasses.replace(run.config, data=dataclasses.replace(run.config.data, root=str(root)))
         run.config = budget(run.config, steps, len(WindowDataset.from_config(run.config, "train")))
         folder = out / "runs" / run.name
         result = finished(run, folder)
         state = "already done"
+        if result is None and (index - 1) % shards != shard - 1:
+            pending.append(run.name)  # another shard's
+            continue
         if result is None:
             cells = "; ".join(" ".join(map(str, cell)) for cell in run.cells)
             length = f"{run.config.train.max_steps} steps" if run.config.train.max_steps else f"{run.config.train.epochs} epochs"
@@ -517,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         "split": {"train": runs[0].config.data.train_subjects, "test": runs[0].config.data.test_subjects},
         "seconds": sum(r["train_seconds"] + r["eval_seconds"] for r in scored),
         "load_average": {name: r["load_average"] for name, r in results.items() if "load_average" in r},
-        **summarise(runs, results), "failed": failed, "runs": results,
+        **summarise(runs, results), "failed": failed, "pending": pending, "runs": results,
     }  # fmt: skip
     _write_json(out / "quality.json", document)
     print("\n" + write_report(out, document) + f"\nwrote {out}/quality.md, quality.json" + (", ablations.png" if document["ablations"] else ""), flush=True)

@@ -182,3 +182,32 @@ def test_a_real_root_runs_with_the_configured_split(quick, tmp_path, capsys):
     assert document["split"] == {"train": [1, 2], "test": [3, 4]} and not (tmp_path / "data").exists()
     assert len(document["runs"]) == 6 and document["ablations"] == {}
     assert not (tmp_path / "ablations.png").exists()
+
+
+@pytest.mark.slow
+def test_shards_split_the_runs_and_a_last_run_without_shard_completes_the_report(quick, capsys):
+    out, _ = quick
+    main_runs = [r.name for r in quality.plan(BASE, quality.base_overrides(out, None, quick=True), "main")]
+    missing = [main_runs[0], main_runs[3]]  # shard 1/2 of 6 runs: indices 0, 2, 4; shard 2/2: 1, 3, 5
+    for name in missing:
+        (out / "runs" / name / "result.json").unlink()
+    common = ["--quick", "--config", BASE, "--out", str(out), "--threads", "1", "--only", "main"]
+    capsys.readouterr()
+    assert quality.main([*common, "--shard", "2/2"]) == 0
+    trained = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("[") and "training" in line]
+    assert trained == [missing[1]]
+    document = json.loads((out / "quality.json").read_text())
+    assert document["pending"] == [missing[0]]
+    assert len(document["main"]["attention"]["f1"]["values"]) == 2  # the pending seed is left out, not counted as 0
+    assert f"- {missing[0]}" in (out / "quality.md").read_text()
+    assert quality.main(common) == 0
+    document = json.loads((out / "quality.json").read_text())
+    assert document["pending"] == [] and len(document["main"]["attention"]["f1"]["values"]) == 3
+    assert "Not yet run" not in (out / "quality.md").read_text()
+
+
+def test_shard_argument_is_checked():
+    assert quality.parse_shard("2/3") == (2, 3)
+    for text in ["0/2", "3/2", "2", "a/b"]:
+        with pytest.raises(Exception, match="K/N"):
+            quality.parse_shard(text)
