@@ -18,27 +18,18 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import re
 import sys
 from pathlib import Path
 
 import torch
 
-from mgtutor.ssm.benchmark import contenders, format_table, machine, measure
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import write_section  # noqa: E402
+
+from mgtutor.ssm.benchmark import contenders, format_table, machine, measure  # noqa: E402
 
 SECTION = "## Scan speed"
-
-
-def write_section(readme: Path, text: str) -> None:
-    """Replace (or append) the "Scan speed" section of ``readme``, leaving the rest of the file alone."""
-    old = readme.read_text() if readme.exists() else "# Benchmarks\n"
-    section = f"{SECTION}\n\n{text.strip()}\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: section + "\n", old, count=1).rstrip() + "\n"
-    else:
-        new = old.rstrip() + "\n\n" + section
-    readme.write_text(new)
 
 
 def command_line(argv: list[str]) -> str:
@@ -101,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.note,
             ) if part
         )
-        write_section(args.readme, text)
+        write_section(args.readme, SECTION, text)
     return 0
 
 
