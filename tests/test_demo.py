@@ -59,7 +59,7 @@ def test_demo_end_to_end_writes_every_promised_file_and_resumes(tmp_path, capsys
     assert 0 < info["train_seconds"] <= info["total_seconds"]
     f1 = figures["f1"]
     assert 0.0 <= f1 <= 1.0
-    assert f"{f1 * 100:.1f}" in (out / "results.md").read_text()
+    assert f"| {f1:.4f} |" in (out / "results.md").read_text()  # the table shows the F1 it saved
 
     # the configuration actually used is saved beside the results, with paths placed under --out
     used = load_config(out / "config.yaml")
