@@ -8,7 +8,7 @@ TORCH   ?= torch==2.13.0
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.mgtutor-setup
 WEIGHTS := weights/i3d_kinetics400_rgb.safetensors
-NBVAL   := --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg
+NBVAL   := --nbval  # nbval's settings live in notebooks/conftest.py: the users' own command
 LAB_PORT ?= 8888
 
 .PHONY: setup weights demo test unit-test notebook-test browser-test lab clean

@@ -11,7 +11,7 @@ and the shape of the paper's Table 2 ablations.
     Mamba-MHSA decoder (``model.mamba_blocks=2``), seeds 0, 1, 2 (``train.seed``) each; the test
     subjects' F1 (the organisers' rule, alpha 0.3), the strict one-to-one F1 and detection-mAP
     (tIoU 0.1:0.9), as mean +- sample standard deviation over the seeds.
-(2) Ablations, the paper's Table 2 (NOTES.md section 4), one seed (0) a value, Mamba-MHSA otherwise as
+(2) Ablations, the paper's Table 2 (docs/reference.md, section 4), one seed (0) a value, Mamba-MHSA otherwise as
     in (1): query points 25/27/30/31/32/35, window 16/32/64/128/200 frames (all multiples of 4, the
     encoder's stride, as mgtutor requires: 200 frames give 50 feature steps), decoder layers 2/3/4/5,
     Mamba blocks 1/2/3. A run whose configuration equals another's (e.g. 30 points at the base's 30)

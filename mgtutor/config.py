@@ -25,7 +25,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    """Where the sequences come from and how they are cut into windows (NOTES.md sections 2-3)."""
+    """Where the sequences come from and how they are cut into windows (docs/reference.md, sections 2-3)."""
 
     root: str | None = None  # an SMG-format root; None means a synthetic set made under synthetic_dir
     cache: str | None = None  # frame cache written by `mgtutor prepare` (None: decode on the fly)
@@ -123,7 +123,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and the set-prediction loss (NOTES.md section 3; the paper's section 4.2)."""
+    """Optimisation and the set-prediction loss (docs/reference.md, section 3; the paper's section 4.2)."""
 
     epochs: int = 50
     lr: float = 1e-4
@@ -163,7 +163,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Turning per-query predictions into the challenge's detections (NOTES.md section 1)."""
+    """Turning per-query predictions into the challenge's detections (docs/reference.md, section 1)."""
 
     score_threshold: float | None = None  # None: chosen on the training split
     nms_iou: float | None = None  # per-class NMS threshold; None: chosen on the training split

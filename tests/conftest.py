@@ -1,23 +1,9 @@
-"""Shared fixtures: the ../shared folder beside the checkout, deterministic torch, the CUDA marker."""
+"""Fixtures for every test: deterministic torch, one thread, the CUDA marker."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """The project's shared fixtures (``../shared`` beside the checkout, or $MGTUTOR_SHARED)."""
-    path = Path(os.environ.get("MGTUTOR_SHARED", REPO.parent / "shared"))
-    if not (path / "data").is_dir():
-        pytest.fail(f"the shared fixtures are missing: expected {path}/data (set MGTUTOR_SHARED to their folder)")
-    return path
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -43,8 +43,8 @@ def kinetics_model(weights_file) -> InceptionI3d:
 
 
 @pytest.fixture(scope="module")
-def sample(shared_dir):
-    return read_kinetics_sample(shared_dir / "data" / "kinetics-i3d-sample")
+def sample():
+    return read_kinetics_sample()
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,13 @@ def test_cost_terms_by_hand():
     logits = torch.log(torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]], dtype=torch.float64))
     segments = torch.tensor([[0.2, 0.6], [-0.2, 0.2]], dtype=torch.float64)
     labels = torch.tensor([0])
-    target = torch.tensor([[0.4, 0.6]], dtype=torch.float64)
-    cost = matching_cost(logits, segments, labels, target, cost_class=10, cost_l1=5, cost_iou=5)
-    # query 0: prob 0.7; (centre, length) (0.4, 0.4) vs (0.5, 0.2): L1 0.3; tIoU 0.2 / 0.4
-    # query 1: prob 0.1; (0.0, 0.4) vs (0.5, 0.2): L1 0.7; clamped to (0, 0.2): disjoint, tIoU 0
-    expected = torch.tensor([[-7.0 + 1.5 - 2.5], [-1.0 + 3.5 - 0.0]], dtype=torch.float64)
+    target = torch.tensor([[0.1, 0.3]], dtype=torch.float64)
+    # unequal weights, so a cost that swapped the L1 and tIoU terms would not pass
+    cost = matching_cost(logits, segments, labels, target, cost_class=10, cost_l1=5, cost_iou=2)
+    # query 0: prob 0.7; (centre, length) (0.4, 0.4) vs (0.2, 0.2): L1 0.4; tIoU 0.1 / 0.5
+    # query 1: prob 0.1; (0.0, 0.4) vs (0.2, 0.2): L1 0.4 on the raw segment; its tIoU on the segment
+    # clamped to the window, (0, 0.2): 0.1 / 0.3 (unclamped it would be 0.1 / 0.5)
+    expected = torch.tensor([[-7.0 + 5 * 0.4 - 2 * 0.2], [-1.0 + 5 * 0.4 - 2 / 3]], dtype=torch.float64)
     torch.testing.assert_close(cost, expected)
 
 

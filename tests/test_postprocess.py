@@ -129,6 +129,12 @@ def test_threshold_and_nms_commute():
     assert filter_detections(detections, 0.5) == [d for d in detections if d.score >= 0.5]
 
 
+def test_a_score_equal_to_the_threshold_is_kept():
+    at, below, above = Detection(1, 0, 10, 0.5), Detection(2, 0, 10, 0.4999), Detection(3, 0, 10, 0.75)
+    assert filter_detections([at, below, above], 0.5) == [at, above]
+    assert filter_detections([at], 0.5, nms_iou=0.3) == [at]
+
+
 def test_select_threshold_finds_the_best_setting():
     ground_truth = {"S1": [(1, 0, 10), (2, 20, 30)], "S2": [(3, 0, 40)]}
     predictions = {

@@ -1,4 +1,4 @@
-"""SMG on disk: reading, writing and checking a root of ``SampleXXXX/`` folders (NOTES.md section 2).
+"""SMG on disk: reading, writing and checking a root of ``SampleXXXX/`` folders (docs/reference.md, section 2).
 
 A root holds one folder per sequence::
 
@@ -246,7 +246,7 @@ def find_samples(root: str | Path) -> dict[int, Path]:
         if match and entry.is_dir():
             found[int(match.group(1))] = entry
     if not found:
-        raise DataError(root, "no SampleXXXX/ folders found (expected the layout of NOTES.md section 2)")
+        raise DataError(root, "no SampleXXXX/ folders found (expected one folder a sequence, SampleXXXX/ holding SampleXXXX_finelabels.csv, _data.csv and _color.mp4: docs/reference.md, section 2)")
     return found
 
 

@@ -1,4 +1,4 @@
-"""Video decoding with PyAV: resampled to a target fps, resized inside the decoder (NOTES.md section 7).
+"""Video decoding with PyAV: resampled to a target fps, resized inside the decoder (docs/reference.md, section 7).
 
 A decoded frame's original index ``n`` comes from its timestamp, ``n = round(t * rate)`` with ``t`` its
 time from the stream's start and ``rate`` the container's frame rate, so decoding after a seek numbers

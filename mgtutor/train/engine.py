@@ -2,7 +2,7 @@
 
 The seed paper trains with AdamW at lr 1e-4, halved every 10 epochs, for 50 epochs at batch size 1
 (its section 4.2); PointTAD adds weight decay 1e-4, gradient clipping at 0.1 and a 10x smaller learning
-rate for the encoder (NOTES.md section 3). :class:`Trainer` runs that loop for any detector-like model,
+rate for the encoder (docs/reference.md, section 3). :class:`Trainer` runs that loop for any detector-like model,
 criterion and dataset; :func:`build_trainer` and :func:`train` build the real pieces from a
 :class:`~mgtutor.config.Config`.
 
