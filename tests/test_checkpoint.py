@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fractions
+import os
 import random
 import subprocess
 import sys
@@ -54,9 +55,9 @@ def test_crash_while_writing_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     old = path.read_bytes()
     real_save = torch.save
 
-    def crash_half_way(obj, handle):
-        real_save(obj, handle)
-        handle.truncate(100)  # half a file on disk, then the crash
+    def crash_half_way(obj, target):
+        real_save(obj, target)
+        os.truncate(target, 100)  # half a file on disk, then the crash
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash_half_way)

@@ -34,5 +34,6 @@ def test_user_errors_exit_2_without_a_traceback(tmp_path, capsys):
     assert err.startswith("mgtutor prepare: error: ") and "not a folder" in err and "Traceback" not in err
     assert main(["synth", "--out", str(tmp_path / "s"), "--sequences", "2", "--size", "33"]) == 2
     assert "even" in capsys.readouterr().err
-    assert main(["check-data", str(tmp_path / "missing")]) == 1
-    assert "problems: 1" in capsys.readouterr().out
+    # a root that is not there is a wrong argument (2), not a problem found in the data (1)
+    assert main(["check-data", str(tmp_path / "missing")]) == 2
+    assert "missing: not a folder" in capsys.readouterr().err

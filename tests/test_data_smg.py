@@ -103,8 +103,14 @@ def test_all_bad_rows_are_reported_not_only_the_first(tmp_path):
     [
         ("", "expected exactly one row numFrames,fps,maxDepth, found 0"),
         ("100,30\n", "line 1: expected 3 comma-separated values numFrames,fps,maxDepth, got 2"),
-        ("abc,30,4000\n", "line 1: numFrames must be a positive integer"),
-        ("100,fast,4000\n", "line 1: fps must be a positive number"),
+        ("abc,30,4000\n", "line 1: numFrames must be a whole number from 1 to 100000000, got 'abc'"),
+        ("1000000000000,30,4000\n", "line 1: numFrames must be a whole number from 1 to 100000000"),
+        ("100,fast,4000\n", "line 1: fps must be a frame rate from 1 to 1000 frames a second, got 'fast'"),
+        # an infinite or vanishing frame rate once made prepare and train loop for ever
+        ("100,inf,4000\n", "line 1: fps must be a frame rate from 1 to 1000 frames a second, got 'inf'"),
+        ("100,1e-300,4000\n", "line 1: fps must be a frame rate from 1 to 1000 frames a second, got '1e-300'"),
+        ("100,nan,4000\n", "got 'nan'"),
+        ("100,0,4000\n", "got '0'"),
         ("100,30,4000\n100,30,4000\n", "found 2"),
     ],
 )
