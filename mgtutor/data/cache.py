@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,13 +83,18 @@ def _write_sequence(seq: SequenceInfo, path: Path, fps: float, width: int, heigh
 MAX_SHORT_SIDE = 4096
 
 
-def check_settings(fps: float, short_side: int) -> tuple[float, int]:
-    """``(fps, short_side)`` of a cache, or ValueError naming the bad one: a frame rate by
-    :func:`mgtutor.data.windows.check_frame_rate`, a whole number of pixels from 1 to 4096."""
-    fps = check_frame_rate(fps, "fps")
+def check_short_side(short_side: Any, name: str = "short_side") -> int:
+    """``short_side`` as an int, or ValueError naming ``name`` unless it is a whole number of pixels from
+    1 to :data:`MAX_SHORT_SIDE` (0 once made 1x1 frames)."""
     if isinstance(short_side, bool) or not isinstance(short_side, (int, np.integer)) or not 1 <= short_side <= MAX_SHORT_SIDE:
-        raise ValueError(f"short_side must be a whole number of pixels from 1 to {MAX_SHORT_SIDE}, got {short_side!r}")
-    return fps, int(short_side)
+        raise ValueError(f"{name} must be a whole number of pixels from 1 to {MAX_SHORT_SIDE}, got {short_side!r}")
+    return int(short_side)
+
+
+def check_settings(fps: float, short_side: int) -> tuple[float, int]:
+    """``(fps, short_side)`` of a cache, or ValueError naming the bad one (:func:`check_frame_rate`,
+    :func:`check_short_side`)."""
+    return check_frame_rate(fps, "fps"), check_short_side(short_side)
 
 
 def prepare_cache(

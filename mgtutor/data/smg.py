@@ -28,6 +28,7 @@ import numpy as np
 
 from mgtutor.data.errors import DataError
 from mgtutor.data.windows import check_frame_rate
+from mgtutor.files import write_atomic
 
 NUM_LABELS = 17  # 16 micro-gestures + "non-micro-gesture"
 TRAIN_SUBJECTS = tuple(range(1, 36))
@@ -230,12 +231,14 @@ def read_skeleton(path: str | Path) -> np.ndarray:
 
 
 def write_labels(path: str | Path, gestures: Iterable[Gesture]) -> None:
-    Path(path).write_text("".join(f"{g.label},{g.start},{g.end}\n" for g in gestures))
+    """Write ``label,start,end`` rows (no header), atomically (:func:`mgtutor.files.write_atomic`)."""
+    write_atomic(path, "".join(f"{g.label},{g.start},{g.end}\n" for g in gestures))
 
 
 def write_data(path: str | Path, num_frames: int, fps: float, max_depth: int) -> None:
+    """Write the one row ``numFrames,fps,maxDepth``, atomically."""
     fps_text = str(int(fps)) if float(fps).is_integer() else repr(float(fps))
-    Path(path).write_text(f"{num_frames},{fps_text},{max_depth}\n")
+    write_atomic(path, f"{num_frames},{fps_text},{max_depth}\n")
 
 
 def write_skeleton(path: str | Path, joints: np.ndarray) -> None:
@@ -246,7 +249,7 @@ def write_skeleton(path: str | Path, joints: np.ndarray) -> None:
     row = ",".join(["%.3f"] * SKELETON_COLUMNS) + "\n"
     # "%.3f" % -0.0001 gives "-0.000"; adding 0.0 after rounding keeps the text free of negative zeros
     values = np.round(joints.reshape(len(joints), -1), 3) + 0.0
-    Path(path).write_text("".join(row % tuple(r) for r in values.tolist()))
+    write_atomic(path, "".join(row % tuple(r) for r in values.tolist()))
 
 
 def find_samples(root: str | Path) -> dict[int, Path]:
