@@ -190,6 +190,29 @@ def test_check_root_lists_every_problem(root):
     assert "problems: 4" in report.summary()
 
 
+def test_check_root_checks_a_sequence_s_video_after_its_labels_fail(root):
+    # both problems at once, not the video's only after the labels are fixed
+    (root / "Sample0001" / "Sample0001_finelabels.csv").write_text("3,10,x\n")
+    video = root / "Sample0001" / "Sample0001_color.mp4"
+    video.write_bytes(video.read_bytes()[:2000])
+    (root / "Sample0002" / "Sample0002_data.csv").write_text("150,inf,4000\n")
+    (root / "Sample0002" / "Sample0002_skeleton.csv").write_text("1,2,3\n")
+    report = check_root(root)
+    joined = "\n".join(report.problems)
+    assert "Sample0001_finelabels.csv, line 1: expected integers" in joined
+    assert "Sample0001_color.mp4: cannot open the video" in joined
+    assert "Sample0002_data.csv, line 1: fps must be a frame rate from 1 to 1000 frames a second, got 'inf'" in joined
+    assert "Sample0002_skeleton.csv, line 1: expected 275 values" in joined
+    assert len(report.problems) == 4 and [s.sample for s in report.sequences] == [3]
+
+
+def test_check_root_refuses_what_is_not_a_root(tmp_path):
+    with pytest.raises(DataError, match="nowhere: not a folder"):
+        check_root(tmp_path / "nowhere")
+    with pytest.raises(DataError, match="no SampleXXXX/ folders found"):
+        check_root(tmp_path)
+
+
 def _fake_release(src, tmp_path):
     """A challenge-style download: videos in one tree, csv files in another, nested by split."""
     videos, labels = tmp_path / "dl" / "videos", tmp_path / "dl" / "labels"

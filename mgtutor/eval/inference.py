@@ -1,6 +1,6 @@
 """Inference: a trained detector's raw detections of whole sequences.
 
-The offline path of a sequence (NOTES.md sections 1 and 3), up to the post-processing:
+The offline path of a sequence (docs/reference.md, sections 1 and 3), up to the post-processing:
 
 1. test windows: ``data.test_step`` apart (no overlap by default) plus one window aligned to the
    sequence's end (:func:`mgtutor.data.windows.split_windows`), preprocessed as evaluation during

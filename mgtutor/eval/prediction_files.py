@@ -64,8 +64,9 @@ def check_prediction_folder(out: str | Path) -> Path:
     """``out`` as a Path, when a prediction run may write there; else DataError naming the file that
     would be replaced (or the file that ``out`` is). Refused: a file; a folder holding ``SampleXXXX/``
     sequence folders (an SMG root); a folder holding any other ``SampleXXXX_*`` file of SMG's (a
-    sequence folder: its ground truth); a label file not listed in the folder's ``predictions.json``."""
-    out = check_output_folder(out, "the predictions")
+    sequence folder: its ground truth); a label file not listed in the folder's ``predictions.json``.
+    The path is resolved first (``..``, symbolic links), so no spelling of a refused folder is admitted."""
+    out = check_output_folder(Path(out).resolve(), "the predictions")
     if not out.exists():
         return out
     document = _read_document(out)
@@ -78,7 +79,7 @@ def check_prediction_folder(out: str | Path) -> Path:
     for path, parsed in named:
         if parsed.kind is None and path.is_dir():
             raise DataError(out, f"holds sequence folders ({path.name}/...): it is an SMG root, not a predictions folder; choose another folder for the predictions")
-        if parsed.kind in FILE_SUFFIXES.values():
+        if parsed.kind in FILE_SUFFIXES.values() and parsed.kind != LABELS:
             raise DataError(path, "belongs to a sequence of an SMG root (this folder holds its ground truth); choose another folder for the predictions")
     return out
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,14 +58,22 @@ class WeightsError(ValueError):
 
 
 _NUMERIC = "biufc"  # numpy kinds an array of weights may have: no objects, strings, records or raw bytes
-_real_reconstruct = np.ndarray((0,)).__reduce__()[0]  # numpy.core.multiarray._reconstruct (numpy._core in 2.x)
-_real_scalar = np.float32(0).__reduce__()[0]  # numpy.core.multiarray.scalar
 
 
-def _numeric_dtype(*args: Any) -> np.dtype:
-    dtype = np.dtype(*args)
+def _refuse(what: str) -> UnsafePickleError:
+    return UnsafePickleError(f"refusing to load: {what}")
+
+
+def _numeric_dtype(spec: Any, align: Any = False, copy: Any = True) -> np.dtype:
+    """``numpy.dtype`` as numpy's pickles call it (``dtype('f4', False, True)``), for plain numbers only."""
+    if not isinstance(spec, str) or len(spec) > 8 or not isinstance(align, bool) or not isinstance(copy, bool):
+        raise _refuse(f"the pickle asks for numpy.dtype{(spec, align, copy)!r}, not as numpy writes dtypes")
+    try:
+        dtype = np.dtype(spec)
+    except TypeError:
+        raise _refuse(f"the pickle asks for an unknown numpy dtype {spec!r}") from None
     if dtype.kind not in _NUMERIC or dtype.fields is not None or dtype.subdtype is not None:
-        raise UnsafePickleError(f"refusing to load: the pickle asks for the numpy dtype {dtype!r}; only plain numeric dtypes are admitted")
+        raise _refuse(f"the pickle asks for the numpy dtype {dtype!r}; only plain numeric dtypes are admitted")
     return dtype
 
 
@@ -72,20 +81,48 @@ class _Ndarray:
     """Stands for ``numpy.ndarray`` in a pickle: it may be named as the class to rebuild, never called."""
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
-        raise UnsafePickleError("refusing to load: the pickle calls numpy.ndarray itself; only array reconstruction is admitted")
+        raise _refuse("the pickle calls numpy.ndarray itself; only array reconstruction is admitted")
 
 
-def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
-    # numpy writes exactly _reconstruct(ndarray, (0,), b'b'); the real shape and dtype come with __setstate__
-    if subtype is not _Ndarray or tuple(shape) != (0,) or dtype != b"b":
-        raise UnsafePickleError(f"refusing to load: the pickle reconstructs an array as ({subtype!r}, {shape!r}, {dtype!r}), not as numpy writes arrays")
-    return _real_reconstruct(np.ndarray, (0,), b"b")
+class _ArrayToBuild:
+    """What ``_reconstruct`` gives: a placeholder that the next BUILD replaces by the array it describes."""
 
 
-def _scalar(dtype: Any, data: Any) -> Any:
-    if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMERIC or not isinstance(data, bytes):
-        raise UnsafePickleError("refusing to load: the pickle makes a numpy scalar that is not a plain number")
-    return _real_scalar(dtype, data)
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> _ArrayToBuild:
+    # numpy writes exactly _reconstruct(ndarray, (0,), b'b'); the real shape, dtype and data come with BUILD
+    if subtype is not _Ndarray or shape != (0,) or dtype != b"b":
+        raise _refuse(f"the pickle reconstructs an array as ({subtype!r}, {shape!r}, {dtype!r}), not as numpy writes arrays")
+    return _ArrayToBuild()
+
+
+def _scalar(dtype: Any, data: Any) -> np.generic:
+    if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMERIC or not isinstance(data, bytes) or len(data) != dtype.itemsize:
+        raise _refuse("the pickle makes a numpy scalar that is not a plain number")
+    return np.frombuffer(data, dtype)[0]
+
+
+def _array(state: Any) -> np.ndarray:
+    """The array an ndarray's pickled state ``(1, shape, dtype, fortran, data)`` describes, built here
+    (numpy's own ``__setstate__`` is not robust to a corrupt state), after checking every part."""
+    if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1 and isinstance(state[2], np.dtype)):
+        raise _refuse("the pickle gives an array a state numpy does not write")
+    _, shape, dtype, fortran, data = state
+    if not (isinstance(shape, tuple) and all(isinstance(n, int) and 0 <= n for n in shape) and isinstance(fortran, bool) and isinstance(data, bytes)):
+        raise _refuse("the pickle gives an array a state numpy does not write")
+    if len(data) != math.prod(shape) * dtype.itemsize:
+        raise _refuse(f"the pickle's array of shape {shape} and dtype {dtype} holds {len(data)} bytes")
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C").copy(order="K")
+
+
+def _dtype(dtype: np.dtype, state: Any) -> np.dtype:
+    """A dtype as its pickled state ``(3, byte order, None, None, None, -1, -1, 0)`` sets it: only the
+    byte order may differ from the state numpy writes for it."""
+    written = dtype.__reduce__()[2]
+    if not (isinstance(state, tuple) and len(state) == len(written) and state[0] == written[0] and state[2:] == written[2:]):
+        raise _refuse(f"the pickle gives the dtype {dtype} a state numpy does not write")
+    if state[1] not in ("<", ">", "|", "="):
+        raise _refuse(f"the pickle gives the dtype {dtype} the byte order {state[1]!r}")
+    return dtype if state[1] in ("|", "=") else dtype.newbyteorder(state[1])
 
 
 def _numpy_globals() -> dict[tuple[str, str], Any]:
@@ -98,15 +135,34 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
     return admitted
 
 
+def _load_build(self: NumpyOnlyUnpickler) -> None:
+    """BUILD, for the two things numpy's pickles build (an array placeholder, a dtype) and nothing else:
+    the object on the stack, and every memo entry that refers to it, is replaced by the checked result."""
+    state = self.stack.pop()
+    target = self.stack[-1]
+    if isinstance(target, _ArrayToBuild):
+        built: Any = _array(state)
+    elif isinstance(target, np.dtype):
+        built = _dtype(target, state)
+    else:
+        raise _refuse(f"the pickle sets the state of a {type(target).__name__}")
+    self.stack[-1] = built
+    for key, value in self.memo.items():
+        if value is target:
+            self.memo[key] = built
+
+
 class NumpyOnlyUnpickler(pickle._Unpickler):
     """An unpickler that resolves only numpy's array-reconstruction globals and refuses every other one.
 
     A pickle runs code by naming a global (``os.system``, ``builtins.eval``...) and calling it; globals are
     looked up through ``find_class`` before anything is called, so refusing there means nothing runs. The
-    numpy callables it admits are narrowed to numeric arrays and scalars (no object arrays, whose
-    elements could be anything). It is the pure-Python unpickler with the protocol-5 buffer opcodes
-    removed: its memo is a dict and every length it reads is bounded by the input, so no value in a
-    hostile or corrupt file can make it allocate more than the file's size.
+    numpy callables it admits are narrowed to what numpy's own pickles do with them, for numeric arrays
+    and scalars only (no object arrays, whose elements could be anything). It is the pure-Python
+    unpickler with the protocol-5 buffer opcodes removed: its memo is a dict and every length it reads
+    is bounded by the input, so no value in a hostile or corrupt file can make it allocate more than the
+    file's size. BUILD makes arrays and dtypes here from checked states (:func:`_load_build`) instead of
+    handing a state to numpy's ``__setstate__``, which a corrupt one can crash.
     """
 
     ADMITTED = _numpy_globals()
@@ -115,6 +171,7 @@ class NumpyOnlyUnpickler(pickle._Unpickler):
         for code, load in pickle._Unpickler.dispatch.items()
         if code not in (pickle.BYTEARRAY8[0], pickle.NEXT_BUFFER[0], pickle.READONLY_BUFFER[0])
     }
+    dispatch[pickle.BUILD[0]] = _load_build
 
     def find_class(self, module: str, name: str) -> Any:
         try:
