@@ -187,3 +187,16 @@ def test_load_model_rebuilds_the_checkpointed_detector(setup, tmp_path):
     save_checkpoint({"format": 1, "epoch": 0}, tmp_path / "empty.pt")
     with pytest.raises(CheckpointError, match="no model weights"):
         load_model(tmp_path / "empty.pt")
+
+
+def test_the_names_of_the_former_module_still_import():
+    """Notebooks 08 and 09 import these from mgtutor.eval.predict; each is the library's one function."""
+    from mgtutor.eval import inference, pipeline, postprocess, predict, prediction_files
+
+    homes = {"load_model": inference, "predict_sequences": inference, "prediction_windows": inference, "class_names": pipeline,
+             "make_evaluator": pipeline, "choose_postprocessing": pipeline, "evaluate_predictions": pipeline, "format_figures": pipeline,
+             "ground_truth": pipeline, "apply_postprocessing": postprocess, "write_predictions": prediction_files}  # fmt: skip
+    for name, home in homes.items():
+        assert getattr(predict, name) is getattr(home, name), name
+    with pytest.raises(AttributeError, match="has no attribute 'nonsense'"):
+        predict.nonsense  # noqa: B018

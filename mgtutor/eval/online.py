@@ -3,8 +3,8 @@
 The task's name is *online* recognition: a system watching a person should say "scratching head" soon
 after the gesture ends, not after the whole video. :class:`OnlineRecognizer` takes the original frames
 one at a time (``push``), in order, and ``finish()`` at the end of the stream. Its detections equal the
-offline path's (:mod:`mgtutor.eval.predict`) on the same video, after the same post-processing,
-because every step is the offline one:
+offline path's (:mod:`mgtutor.eval.inference`, then :mod:`mgtutor.eval.pipeline`) on the same video,
+after the same post-processing, because every step is the offline one:
 
 - sampling: original frame ``n`` becomes the sampled frames ``k`` with
   ``mgtutor.data.windows.original_frame(k) == n`` (what the offline decoder yields);
@@ -53,9 +53,10 @@ from torch import nn
 
 from mgtutor.config import Config, ConfigError
 from mgtutor.data.dataset import centre_box, frames_to_clip
+from mgtutor.data.errors import DataError
 from mgtutor.data.smg import FILE_SUFFIXES, parse_sample_name, read_data, sample_name
 from mgtutor.data.video import iter_frames, probe
-from mgtutor.data.windows import num_sampled, original_frame, window_starts, window_to_frames
+from mgtutor.data.windows import check_frame_rate, num_sampled, original_frame, window_starts, window_to_frames
 from mgtutor.eval.inference import last_layer
 from mgtutor.eval.postprocess import Detection, Settings, WindowDetections, merge_windows, nms, postprocessing_settings, window_detections
 
@@ -327,7 +328,11 @@ def video_source_fps(video: str | Path) -> float:
         data = video.with_name(f"{sample_name(sample)}_{FILE_SUFFIXES['data']}")
         if data.exists():
             return read_data(data).fps
-    return probe(video).fps
+    rate = probe(video).fps
+    try:
+        return check_frame_rate(rate, "its container's frame rate")
+    except ValueError as err:
+        raise DataError(video, str(err)) from None
 
 
 def video_sample(video: str | Path) -> int | None:
