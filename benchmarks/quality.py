@@ -312,9 +312,12 @@ def _threshold_summary(cells: dict[tuple, dict], main: dict[str, dict]) -> dict[
     }
     summary: dict[str, Any] = {"seeds": list(scored), "diverged": [seed for seed in found if seed not in scored]}
     for choice, pairs in choices.items():
-        if pairs:
-            summary[choice] = {key: dict(zip(("mean", "std"), mean_std([f.get(key, float("nan")) for f, _ in pairs]))) | {"values": [f.get(key, float("nan")) for f, _ in pairs]} for key in FIGURES}
-            summary[choice]["thresholds"] = [p["score_threshold"] for _, p in pairs]
+        if not pairs:
+            continue
+        summary[choice] = {"thresholds": [post["score_threshold"] for _, post in pairs]}
+        for key in FIGURES:
+            values = [figures.get(key, float("nan")) for figures, _ in pairs]
+            summary[choice][key] = dict(zip(("mean", "std"), mean_std(values))) | {"values": values}
     if "f1" in main.get("mamba", {}):
         summary["all_subjects"] = {key: main["mamba"][key] for key in FIGURES}
     return summary

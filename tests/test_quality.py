@@ -120,6 +120,24 @@ def test_summary_means_seeds_marks_diverged_runs_and_finds_the_best_values():
     assert "| PointTAD self-attention (N_m = 0) | 30.0 +- 14.1 |" in quality.format_main(summary["main"])
 
 
+def test_the_threshold_experiment_compares_the_choices_on_the_same_models():
+    def held_out(f1_val, f1_train, threshold):
+        result = _result(f1_val) | {"postprocessing": {"score_threshold": threshold}}
+        return result | {"train_choice": {"figures": _result(f1_train)["figures"], "postprocessing": {"score_threshold": threshold + 0.2}}}
+
+    runs = [quality.Run(f"v{seed}", None, [("threshold", "val", seed)]) for seed in quality.SEEDS]
+    runs += [quality.Run("m0", None, [("main", "mamba", 0)])]
+    results = {"v0": held_out(0.5, 0.4, 0.3), "v1": held_out(0.7, 0.4, 0.5), "v2": {"diverged": "nan"}, "m0": _result(0.6)}
+    threshold = quality.summarise(runs, results)["threshold"]
+    assert threshold["seeds"] == [0, 1] and threshold["diverged"] == [2]
+    assert threshold["val"]["f1"]["mean"] == pytest.approx(0.6) and threshold["val"]["thresholds"] == [0.3, 0.5]
+    assert threshold["train"]["f1"]["values"] == [0.4, 0.4] and threshold["train"]["thresholds"] == pytest.approx([0.5, 0.7])
+    assert threshold["all_subjects"]["f1"]["values"] == [0.6]
+    text = quality.format_threshold(threshold)
+    assert "| held-out validation subjects | 60.0 +- 14.1 |" in text and "| 0.3, 0.5 |" in text
+    assert quality.summarise(runs[3:], results)["threshold"] == {}
+
+
 # -- --quick end to end ----------------------------------------------------------------------------------
 
 
