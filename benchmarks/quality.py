@@ -3,7 +3,7 @@ and the shape of the paper's Table 2 ablations.
 
     python benchmarks/quality.py                          # the CPU benchmark on a hard synthetic set
     python benchmarks/quality.py --quick                  # tiny set, tiny model, 2 steps a run (what the tests run)
-    python benchmarks/quality.py --only main              # (1) only; --only ablations for (2) only
+    python benchmarks/quality.py --only main              # (1) only; --only ablations for (2), --only threshold for (3)
     python benchmarks/quality.py --root /path/to/SMG --config configs/smg_paper.yaml \\
         --set data.cache=data/smg_cache --out runs/quality_smg    # the same protocol on SMG, on a GPU
 
@@ -16,12 +16,18 @@ and the shape of the paper's Table 2 ablations.
     encoder's stride, as mgtutor requires: 200 frames give 50 feature steps), decoder layers 2/3/4/5,
     Mamba blocks 1/2/3. A run whose configuration equals another's (e.g. 30 points at the base's 30)
     is trained once and shared.
+(3) Where the score threshold and NMS are chosen, seeds 0, 1, 2, Mamba-MHSA otherwise as in (1): the
+    last ``--val-subjects`` training subjects (default :data:`VAL_SUBJECTS`) are held out of training
+    (``data.val_subjects``) and the post-processing is chosen on them (``eval.choose_on=val``); the same
+    model is also scored with the choice made on the subjects it was trained on (``train_choice`` in
+    its result), so the two choices differ in nothing else. (1)'s Mamba-MHSA runs, trained on every
+    training subject with the choice made on them, are the third point of comparison.
 
 Every run follows the demo's recipe (:mod:`mgtutor.demo`): :func:`mgtutor.train.engine.train` on the
-training subjects, then the score threshold and NMS chosen on the **training** subjects
-(:func:`mgtutor.eval.predict.choose_postprocessing`), the test subjects predicted and scored
-(:func:`mgtutor.eval.predict.evaluate_predictions`). The final weights are scored (no checkpoint is
-picked on the test split).
+training subjects, then the evaluation pipeline (:func:`mgtutor.eval.pipeline.evaluate_split`): the
+score threshold and NMS chosen on the **training** subjects (or, in (3), the held-out ones), the test
+subjects predicted and scored. The final weights are scored (no checkpoint is picked on the test
+split).
 
 Data. Without ``--root``: a synthetic SMG-format set of :data:`SUBJECTS` subjects at the ``hard``
 difficulty of :data:`mgtutor.data.synthetic.LEVELS` (smaller motions, thin limbs and bare hands, more
@@ -63,6 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import machine_line  # noqa: E402
 
 from mgtutor.config import Config, load_config, save_config  # noqa: E402
+from mgtutor.files import write_atomic  # noqa: E402
 from mgtutor.runtime import default_device  # noqa: E402
 
 CPU_STEPS = 600  # optimiser steps a run on the CPU: a third of the CPU demo's schedule, so 20 runs fit an hour in two processes
@@ -71,6 +78,8 @@ SEEDS = (0, 1, 2)
 DECODERS = {"attention": 0, "mamba": 2}  # name -> model.mamba_blocks
 DECODER_NAMES = {"attention": "PointTAD self-attention (N_m = 0)", "mamba": "Mamba-MHSA (N_m = 2)"}
 REFERENCE = ("model.mamba_blocks=2", f"train.seed={SEEDS[0]}")  # what every ablation run starts from
+VAL_SUBJECTS = 6  # training subjects (3) holds out to choose the post-processing on: as many as test subjects
+QUICK_VAL_SUBJECTS = 1
 QUICK_SUBJECTS = 4  # split_subjects gives 1-3 train, 4 test
 QUICK = (  # a tiny set, model and budget: the whole pipeline in well under a minute
     "data.synthetic_seconds=20", "data.synthetic_size=40", "data.short_side=40",
@@ -137,12 +146,27 @@ def base_overrides(out: Path, root: str | None, quick: bool) -> list[str]:
 def run_name(cfg: Config) -> str:
     """The folder of a run, from the values this benchmark varies: equal names, equal experiments."""
     m = cfg.model
-    return f"nm{m.mamba_blocks}-points{m.points}-window{cfg.data.window}-layers{m.layers}-seed{cfg.train.seed}"
+    held_out = f"-val{len(cfg.data.val_subjects)}" if cfg.data.val_subjects else ""
+    return f"nm{m.mamba_blocks}-points{m.points}-window{cfg.data.window}-layers{m.layers}-seed{cfg.train.seed}{held_out}"
 
 
-def plan(config_file: str | None, overrides: Sequence[str], only: str, ablations: Sequence[Ablation] = ABLATIONS) -> list[Run]:
-    """The runs of (1) and/or (2), in order, each configuration once; ``overrides`` come before each
-    run's own (the decoder, the seed, the ablated value)."""
+def held_out(config_file: str | None, overrides: Sequence[str], count: int) -> list[str]:
+    """(3)'s own overrides: the last ``count`` training subjects held out, the choice made on them."""
+    train = load_config(config_file, list(overrides)).data.train_subjects
+    if not 0 < count < len(train):
+        raise SystemExit(f"--val-subjects must lie between 1 and {len(train) - 1} (the training subjects less one), got {count}")
+    return [f"data.val_subjects={train[-count:]}", "eval.choose_on=val"]
+
+
+def plan(
+    config_file: str | None,
+    overrides: Sequence[str],
+    only: str,
+    ablations: Sequence[Ablation] = ABLATIONS,
+    val_subjects: int = VAL_SUBJECTS,
+) -> list[Run]:
+    """The runs of (1), (2) and/or (3), in order, each configuration once; ``overrides`` come before each
+    run's own (the decoder, the seed, the ablated value, the held-out subjects)."""
     runs: dict[str, Run] = {}
 
     def add(cell: tuple, own: Sequence[str]) -> None:
@@ -158,6 +182,10 @@ def plan(config_file: str | None, overrides: Sequence[str], only: str, ablations
         for ablation in ablations:
             for value in ablation.paper:
                 add(("ablation", ablation.name, value), [*REFERENCE, f"{ablation.key}={value}"])
+    if only in ("all", "threshold"):
+        validation = held_out(config_file, overrides, val_subjects)
+        for seed in SEEDS:
+            add(("threshold", "val", seed), [f"model.mamba_blocks={DECODERS['mamba']}", f"train.seed={seed}", *validation])
     return list(runs.values())
 
 
@@ -185,24 +213,15 @@ def comparable(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(value, indent=1) + "\n")
-    partial.replace(path)
+    write_atomic(path, json.dumps(value, indent=1) + "\n")
 
 
 def execute(run: Run, folder: Path, device: torch.device, keep_checkpoints: bool) -> dict[str, Any]:
-    """Train ``run`` into ``folder/train`` (continuing an interrupted run), choose the post-processing on
-    the training subjects, score the test subjects; write and return ``folder/result.json``."""
-    from mgtutor.data.smg import load_root
-    from mgtutor.eval.predict import (
-        apply_postprocessing,
-        choose_postprocessing,
-        evaluate_predictions,
-        ground_truth,
-        load_model,
-        postprocessing_settings,
-        predict_sequences,
-    )
+    """Train ``run`` into ``folder/train`` (continuing an interrupted run), then score the test subjects
+    with the evaluation pipeline (post-processing as the run's ``eval`` says; with held-out subjects
+    also with the choice made on the trained subjects); write and return ``folder/result.json``."""
+    from mgtutor.eval.inference import load_model
+    from mgtutor.eval.pipeline import evaluate_split
     from mgtutor.train.engine import LAST, NonFiniteLossError, train
 
     cfg = dataclasses.replace(run.config, train=dataclasses.replace(run.config.train, out=str(folder / "train")))
@@ -217,17 +236,11 @@ def execute(run: Run, folder: Path, device: torch.device, keep_checkpoints: bool
         return result
     start = time.perf_counter()
     model, cfg = load_model(folder / "train" / LAST, device)
-    train_sequences = load_root(cfg.data.root, cfg.data.train_subjects)
-    test_sequences = load_root(cfg.data.root, cfg.data.test_subjects)
-    selection = choose_postprocessing(model, train_sequences, cfg)
-    raw = predict_sequences(model, test_sequences, cfg)
-    figures = evaluate_predictions(apply_postprocessing(raw, selection), ground_truth(test_sequences), cfg.eval, cfg.model.num_classes)
-    threshold, nms_iou = postprocessing_settings(selection)
+    evaluation = evaluate_split(model, cfg, "test")
     result = {
         "name": run.name,
-        "figures": figures,
-        "postprocessing": {"score_threshold": threshold, "nms_iou": nms_iou, "training_f1": selection.f1.f1,
-                           "chosen_on": f"training subjects {cfg.data.train_subjects}"},
+        "figures": evaluation.figures,
+        "postprocessing": evaluation.postprocessing.describe(),
         "steps": trainer.global_step,
         "epochs": trainer.epoch,
         "final_loss": trainer.history[-1].get("loss/total") if trainer.history else None,
@@ -238,6 +251,11 @@ def execute(run: Run, folder: Path, device: torch.device, keep_checkpoints: bool
         "device": str(device),
         "config": cfg.to_dict(),
     }  # fmt: skip
+    if cfg.data.val_subjects:  # (3): the same model and test detections, the choice made on the trained subjects
+        on_train = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, choose_on="train"))
+        again = evaluate_split(model, on_train, "test", sequences=evaluation.sequences, raw=evaluation.raw)
+        result["train_choice"] = {"figures": again.figures, "postprocessing": again.postprocessing.describe()}
+        result["eval_seconds"] = time.perf_counter() - start
     _write_json(folder / "result.json", result)
     if not keep_checkpoints:
         (folder / "train" / LAST).unlink(missing_ok=True)
@@ -282,6 +300,29 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def _threshold_summary(cells: dict[tuple, dict], main: dict[str, dict]) -> dict[str, Any]:
+    """(3): each way of choosing the post-processing, its test figures and chosen thresholds over seeds."""
+    found = {seed: cells[("threshold", "val", seed)] for seed in SEEDS if ("threshold", "val", seed) in cells}
+    scored = {seed: r for seed, r in found.items() if "figures" in r}
+    if not found:
+        return {}
+    choices = {
+        "val": [(r["figures"], r["postprocessing"]) for r in scored.values()],
+        "train": [(r["train_choice"]["figures"], r["train_choice"]["postprocessing"]) for r in scored.values() if "train_choice" in r],
+    }
+    summary: dict[str, Any] = {"seeds": list(scored), "diverged": [seed for seed in found if seed not in scored]}
+    for choice, pairs in choices.items():
+        if not pairs:
+            continue
+        summary[choice] = {"thresholds": [post["score_threshold"] for _, post in pairs]}
+        for key in FIGURES:
+            values = [figures.get(key, float("nan")) for figures, _ in pairs]
+            summary[choice][key] = dict(zip(("mean", "std"), mean_std(values))) | {"values": values}
+    if "f1" in main.get("mamba", {}):
+        summary["all_subjects"] = {key: main["mamba"][key] for key in FIGURES}
+    return summary
+
+
 def summarise(runs: Sequence[Run], results: dict[str, dict], ablations: Sequence[Ablation] = ABLATIONS) -> dict[str, Any]:
     """The tables' figures (fractions, not percent) from the runs' results; runs without a result are
     left out, diverged runs are marked and kept out of means and correlations."""
@@ -316,7 +357,7 @@ def summarise(runs: Sequence[Run], results: dict[str, dict], ablations: Sequence
             "best": max(scored, key=lambda v: rows[v]["f1"]) if scored else None,
             "spearman": spearman([rows[v]["f1"] for v in scored], [rows[v]["paper_f1"] for v in scored]),
         }  # fmt: skip
-    return {"main": main, "ablations": tables}
+    return {"main": main, "ablations": tables, "threshold": _threshold_summary(cells, main)}
 
 
 def _pm(entry: dict) -> str:
@@ -338,6 +379,23 @@ def format_main(main: dict[str, dict]) -> str:
             f"| {DECODER_NAMES[decoder]} | {_pm(entry['f1'])} | {_pm(entry['strict_f1'])} | {_pm(entry['map'])} "
             f"| {seeds} | {entry['seconds'] / 60:.1f} min |"
         )
+    return "\n".join(lines)
+
+
+def format_threshold(threshold: dict[str, Any]) -> str:
+    """Markdown: (3)'s ways of choosing the score threshold and NMS, mean +- standard deviation over
+    seeds in percent, with the thresholds chosen."""
+    rows = [
+        ("all_subjects", "training subjects (trained on every training subject: (1)'s Mamba-MHSA runs)"),
+        ("train", "training subjects (trained without the held-out ones)"),
+        ("val", "held-out validation subjects"),
+    ]
+    lines = ["| chosen on | F1 (official) | F1 (one-to-one) | detection-mAP | thresholds by seed |", "|---|---:|---:|---:|---|"]
+    for key, label in rows:
+        if key in threshold:
+            entry = threshold[key]
+            chosen = ", ".join(f"{t:g}" for t in entry.get("thresholds", [])) or "-"
+            lines.append(f"| {label} | {_pm(entry['f1'])} | {_pm(entry['strict_f1'])} | {_pm(entry['map'])} | {chosen} |")
     return "\n".join(lines)
 
 
@@ -420,6 +478,12 @@ def write_report(out: Path, document: dict[str, Any]) -> str:
         )
         noise = document["main"].get("mamba", {}).get("f1", {}).get("std")
         plot_ablations(document["ablations"], out / "ablations.png", noise)
+    if document.get("threshold"):
+        parts.append(
+            f"Where the score threshold and NMS are chosen (seeds {', '.join(map(str, document['threshold']['seeds']))}; "
+            f"held out: data.val_subjects {document.get('val_subjects')}); mean +- sample standard deviation, in percent.\n\n"
+            + format_threshold(document["threshold"])
+        )
     if document.get("pending"):
         parts.append("Not yet run (another --shard's; rerun without --shard once they finish):\n\n" + "\n".join(f"- {name}" for name in document["pending"]))
     if document["failed"]:
@@ -436,9 +500,9 @@ def prepare_data(cfg: Config, progress: bool) -> Path:
     """The root: the synthetic set the configuration describes (written unless there) or ``data.root``;
     its frame cache is written too when ``data.cache`` is set (resumable)."""
     from mgtutor.data.cache import prepare_cache
-    from mgtutor.data.synthetic import ensure_synthetic
+    from mgtutor.data.synthetic import configured_root
 
-    root = Path(cfg.data.root) if cfg.data.root is not None else ensure_synthetic(cfg.data)
+    root = configured_root(cfg.data)
     if cfg.data.cache:
         prepare_cache(root, cfg.data.cache, fps=cfg.data.fps, short_side=cfg.data.short_side, progress=progress)
     return root
@@ -471,7 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="base configuration (default configs/cpu_demo.yaml)")
     parser.add_argument("--root", help="an SMG root: run the protocol on it (its configured split) instead of the synthetic set")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="change one configuration value (repeatable)")
-    parser.add_argument("--only", choices=("all", "main", "ablations"), default="all")
+    parser.add_argument("--only", choices=("all", "main", "ablations", "threshold"), default="all")
+    parser.add_argument("--val-subjects", type=int, default=None,
+                        help=f"(3): training subjects held out to choose the post-processing on (default {VAL_SUBJECTS}; {QUICK_VAL_SUBJECTS} with --quick)")  # fmt: skip
     parser.add_argument("--steps", type=int, help=f"optimiser steps a run (default {CPU_STEPS} on a synthetic set; the configuration's schedule with --root)")
     parser.add_argument("--quick", action="store_true", help=f"tiny set and model, {QUICK_STEPS} steps a run: a smoke test")
     parser.add_argument("--out", type=Path, default=Path("runs/quality"), help="results, data and runs (default runs/quality)")
@@ -491,7 +557,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     overrides = [*base_overrides(out, args.root, args.quick), *args.overrides]
-    runs = plan(config_file, overrides, args.only)
+    val_subjects = args.val_subjects or (QUICK_VAL_SUBJECTS if args.quick else VAL_SUBJECTS)
+    runs = plan(config_file, overrides, args.only, val_subjects=val_subjects)
     device = default_device()
     machine = machine_line(device)
     print(f"machine: {machine}\nbase configuration: {config_file}; {len(runs)} runs into {out / 'runs'}", flush=True)
@@ -538,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": config_file, "steps": steps, "seeds": list(SEEDS),
         "reference": run_name(load_config(config_file, [*overrides, *REFERENCE])),
         "split": {"train": runs[0].config.data.train_subjects, "test": runs[0].config.data.test_subjects},
+        "val_subjects": next((r.config.data.val_subjects for r in runs if r.config.data.val_subjects), []),
         "seconds": sum(r["train_seconds"] + r["eval_seconds"] for r in scored),
         "load_average": {name: r["load_average"] for name, r in results.items() if "load_average" in r},
         **summarise(runs, results), "failed": failed, "pending": pending, "runs": results,

@@ -10,28 +10,102 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
+import math
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import yaml
+
+from mgtutor.data.smg import TEST_SUBJECTS, TRAIN_SUBJECTS
+from mgtutor.data.windows import FEATURE_STRIDE, check_frame_rate
+from mgtutor.files import write_atomic
+
+if TYPE_CHECKING:  # resolved at run time by _field_types
+    from mgtutor.data.synthetic import DifficultyName
+    from mgtutor.eval.pipeline import ChooseOn
+    from mgtutor.model.encoder import EncoderKind
+    from mgtutor.model.mamba_mhsa import QueryOrder
+    from mgtutor.ssm.mamba import Backend
+    from mgtutor.train.engine import AmpMode
 
 
 class ConfigError(ValueError):
     """A configuration value or key that mgtutor cannot use; the message names the key."""
 
 
+Split = Literal["train", "val", "test", "all"]  # the parts of a root DataConfig.subjects names
+SPLITS: tuple[str, ...] = typing.get_args(Split)
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    """The annotated type of each field of a section. The Literal types of allowed values live in the
+    modules that act on them and are imported here only when a section is first checked, so importing
+    mgtutor.config stays light (and those modules may import it)."""
+    from mgtutor.data.synthetic import DifficultyName
+    from mgtutor.eval.pipeline import ChooseOn
+    from mgtutor.model.encoder import EncoderKind
+    from mgtutor.model.mamba_mhsa import QueryOrder
+    from mgtutor.ssm.mamba import Backend
+    from mgtutor.train.engine import AmpMode
+
+    names = {"DifficultyName": DifficultyName, "ChooseOn": ChooseOn, "EncoderKind": EncoderKind,
+             "QueryOrder": QueryOrder, "Backend": Backend, "AmpMode": AmpMode, "Split": Split}  # fmt: skip
+    return typing.get_type_hints(cls, localns=names)
+
+
+class _Section:
+    """A section of the configuration: on construction (from YAML, ``--set`` or Python, and on every
+    ``dataclasses.replace``) each value is checked against its field's type by :func:`_check_type`,
+    then :meth:`check` tests the ranges; errors name the key, e.g. ``train.lr``."""
+
+    section: ClassVar[str]
+
+    def __post_init__(self) -> None:
+        types_ = _field_types(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            setattr(self, f.name, _check_type(f"{self.section}.{f.name}", getattr(self, f.name), types_[f.name]))
+        self.check()
+
+    def check(self) -> None:
+        """Refuse values of the right type that make no sense (ConfigError naming the key)."""
+
+    def _at_least(self, low: float, *keys: str) -> None:
+        for key in keys:
+            value = getattr(self, key)
+            if value is not None and value < low:
+                raise ConfigError(f"{self.section}.{key} must be >= {low:g}, got {value}")
+
+    def _between(self, low: float, high: float, *keys: str) -> None:
+        for key in keys:
+            value = getattr(self, key)
+            if value is not None and not low <= value <= high:
+                raise ConfigError(f"{self.section}.{key} must lie in [{low:g}, {high:g}], got {value}")
+
+
 @dataclass
-class DataConfig:
-    """Where the sequences come from and how they are cut into windows (docs/reference.md, sections 2-3)."""
+class DataConfig(_Section):
+    """Where the sequences come from and how they are cut into windows (docs/reference.md, sections 2-3).
+
+    The subjects: training fits ``train_subjects`` less ``val_subjects``; ``val_subjects`` (a part of the
+    training subjects, none by default) are held out of training so that the score threshold and NMS
+    can be chosen on subjects the model has not seen (``eval.choose_on: val``); ``test_subjects`` are
+    only ever scored. :meth:`subjects` maps a split's name to its subjects.
+    """
+
+    section: ClassVar[str] = "data"
 
     root: str | None = None  # an SMG-format root; None means a synthetic set made under synthetic_dir
     cache: str | None = None  # frame cache written by `mgtutor prepare` (None: decode on the fly)
     features: str | None = None  # precomputed encoder features (used when model.encoder == "features")
-    train_subjects: list[int] = field(default_factory=lambda: list(range(1, 36)))
-    test_subjects: list[int] = field(default_factory=lambda: list(range(36, 41)))
+    train_subjects: list[int] = field(default_factory=lambda: list(TRAIN_SUBJECTS))
+    val_subjects: list[int] = field(default_factory=list)  # training subjects held out of training
+    test_subjects: list[int] = field(default_factory=lambda: list(TEST_SUBJECTS))
     fps: float = 10.0  # target frame rate the model sees
     window: int = 128  # frames per window at the target fps
     train_stride: int | None = None  # None: window // 4 (75% overlap)
@@ -48,19 +122,32 @@ class DataConfig:
     synthetic_size: int = 128
     synthetic_fps: float = 30.0
     synthetic_seed: int = 0
-    synthetic_difficulty: str = "demo"  # "demo" or "hard"
+    synthetic_difficulty: DifficultyName = "demo"
 
-    def __post_init__(self) -> None:
-        if self.window < 4 or self.window % 4:
-            raise ConfigError(f"data.window must be a positive multiple of 4 (the encoder's stride), got {self.window}")
-        if self.fps <= 0:
-            raise ConfigError(f"data.fps must be positive, got {self.fps}")
-        for key in ("train_stride", "test_stride"):
-            value = getattr(self, key)
-            if value is not None and value <= 0:
-                raise ConfigError(f"data.{key} must be positive, got {value}")
-        if self.synthetic_difficulty not in ("demo", "hard"):
-            raise ConfigError(f"data.synthetic_difficulty must be 'demo' or 'hard', got {self.synthetic_difficulty!r}")
+    def check(self) -> None:
+        if self.window < FEATURE_STRIDE or self.window % FEATURE_STRIDE:
+            raise ConfigError(f"data.window must be a positive multiple of {FEATURE_STRIDE} (the encoder's stride), got {self.window}")
+        for key in ("fps", "synthetic_fps"):
+            try:
+                check_frame_rate(getattr(self, key), f"data.{key}")
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        from mgtutor.data.cache import check_short_side
+
+        try:
+            check_short_side(self.short_side, "data.short_side")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        self._at_least(1, "train_stride", "test_stride", "crop", "synthetic_sequences", "synthetic_size")
+        self._at_least(0, "jitter", "num_workers", "synthetic_seed")
+        for key in ("train_subjects", "val_subjects", "test_subjects"):
+            if any(subject < 1 for subject in getattr(self, key)):
+                raise ConfigError(f"data.{key} must hold subject ids >= 1, got {getattr(self, key)}")
+        outside = sorted(set(self.val_subjects) - set(self.train_subjects))
+        if outside:
+            raise ConfigError(f"data.val_subjects must be a part of data.train_subjects (held out of training), but {outside} are not training subjects")
+        if self.val_subjects and not self.subjects("train"):
+            raise ConfigError("data.val_subjects holds every training subject: keep at least one in data.train_subjects to train on")
 
     @property
     def train_step(self) -> int:
@@ -70,12 +157,28 @@ class DataConfig:
     def test_step(self) -> int:
         return self.test_stride or self.window
 
+    def subjects(self, split: Split) -> list[int] | None:
+        """The subjects of a split: "train" the ones training fits (``train_subjects`` less
+        ``val_subjects``), "val" the held-out ones, "test", or "all" (None: every sequence of the root)."""
+        if split == "train":
+            held_out = set(self.val_subjects)
+            return [s for s in self.train_subjects if s not in held_out]
+        if split == "val":
+            return list(self.val_subjects)
+        if split == "test":
+            return list(self.test_subjects)
+        if split == "all":
+            return None
+        raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
+
 
 @dataclass
-class ModelConfig:
+class ModelConfig(_Section):
     """The detector: PointTAD's decoder with the self-attention optionally replaced by Mamba-MHSA."""
 
-    encoder: str = "i3d"  # "i3d" (Inception-I3D RGB), "small" (CPU encoder), "features" (precomputed)
+    section: ClassVar[str] = "model"
+
+    encoder: EncoderKind = "i3d"  # "i3d" (Inception-I3D RGB), "small" (CPU encoder), "features" (precomputed)
     encoder_weights: str | None = None  # converted I3D weights (safetensors); None: random init
     freeze_encoder: bool = False
     encoder_lr_scale: float = 0.1  # PointTAD trains the backbone with a 10x smaller learning rate
@@ -92,27 +195,21 @@ class ModelConfig:
     subpoints: int = 4  # deformable sub-points per query point
     boundary_points: int = 4  # points with their own deformable head
     mamba_blocks: int = 2  # N_m; 0 gives PointTAD's plain self-attention
-    query_order: str = "given"  # "given" (the paper), "centre" (sorted by segment centre), "bidirectional"
+    query_order: QueryOrder = "given"  # "given" (the paper), "centre" (sorted by segment centre), "bidirectional"
     d_state: int = 16
     d_conv: int = 4
     expand: int = 2
-    mamba_backend: str = "torch"  # "torch", "mamba_ssm" (fused CUDA kernels), "auto"
+    mamba_backend: Backend = "torch"  # "torch", "mamba_ssm" (fused CUDA kernels), "auto"
     dense_head: bool = True
 
-    def __post_init__(self) -> None:
-        choices = {
-            "encoder": ("i3d", "small", "features"),
-            "query_order": ("given", "centre", "bidirectional"),
-            "mamba_backend": ("torch", "mamba_ssm", "auto"),
-        }
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"model.{key} must be one of {allowed}, got {getattr(self, key)!r}")
-        for key in ("hidden", "queries", "points", "layers", "heads", "ffn", "mix_dim", "subpoints", "num_classes"):
+    def check(self) -> None:
+        for key in ("hidden", "queries", "points", "layers", "heads", "ffn", "mix_dim", "subpoints", "num_classes",
+                    "feature_dim", "d_state", "d_conv", "expand"):  # fmt: skip
             if getattr(self, key) <= 0:
                 raise ConfigError(f"model.{key} must be positive, got {getattr(self, key)}")
-        if self.mamba_blocks < 0:
-            raise ConfigError(f"model.mamba_blocks must be >= 0, got {self.mamba_blocks}")
+        self._at_least(0, "mamba_blocks", "encoder_lr_scale")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout must lie in [0, 1), got {self.dropout}")
         if self.hidden % self.heads:
             raise ConfigError(f"model.hidden ({self.hidden}) must be divisible by model.heads ({self.heads})")
         if self.points < 3:
@@ -122,8 +219,10 @@ class ModelConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(_Section):
     """Optimisation and the set-prediction loss (docs/reference.md, section 3; the paper's section 4.2)."""
+
+    section: ClassVar[str] = "train"
 
     epochs: int = 50
     lr: float = 1e-4
@@ -131,8 +230,8 @@ class TrainConfig:
     lr_gamma: float = 0.5
     weight_decay: float = 1e-4
     batch_size: int = 1
-    clip_grad: float = 0.1
-    amp: str = "bf16"  # "bf16" autocast on CUDA, "none"; CPU always runs float32
+    clip_grad: float = 0.1  # largest gradient norm; 0 turns clipping off
+    amp: AmpMode = "bf16"  # "bf16" autocast on CUDA, "none"; CPU always runs float32
     tf32: bool = True
     seed: int = 0
     out: str = "runs/default"
@@ -151,24 +250,38 @@ class TrainConfig:
     cost_iou: float = 5.0
     max_steps: int | None = None  # stop after this many optimiser steps (benchmarks, smoke tests)
 
-    def __post_init__(self) -> None:
-        if self.amp not in ("bf16", "none"):
-            raise ConfigError(f"train.amp must be 'bf16' or 'none', got {self.amp!r}")
-        for key in ("epochs", "lr_step", "batch_size"):
+    def check(self) -> None:
+        for key in ("epochs", "lr_step", "batch_size", "lr"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"train.{key} must be positive, got {getattr(self, key)}")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr must be positive, got {self.lr}")
+        if not 0 < self.lr_gamma <= 1:
+            raise ConfigError(f"train.lr_gamma must lie in (0, 1] (the factor of each learning-rate step), got {self.lr_gamma}")
+        self._at_least(0, "weight_decay", "clip_grad", "seed", "eval_every", "class_weight", "no_object_weight", "l1_weight",
+                       "iou_weight", "dense_weight", "cost_class", "cost_l1", "cost_iou")  # fmt: skip
+        self._at_least(1, "max_steps")
 
 
 @dataclass
-class EvalConfig:
-    """Turning per-query predictions into the challenge's detections (docs/reference.md, section 1)."""
+class EvalConfig(_Section):
+    """Turning per-query predictions into the challenge's detections (docs/reference.md, section 1).
 
-    score_threshold: float | None = None  # None: chosen on the training split
-    nms_iou: float | None = None  # per-class NMS threshold; None: chosen on the training split
+    ``score_threshold`` set: the threshold (and ``nms_iou``, None meaning no NMS) are used as they are.
+    Unset: both are chosen by the challenge's F1 on the split ``choose_on`` names, ``"train"`` (the
+    subjects training fitted, the default) or ``"val"`` (``data.val_subjects``, held out of training,
+    so the choice is not fitted to scores the model learnt to be confident on); ``nms_iou``, when set,
+    is then kept and only the threshold chosen. The test split is never used to choose.
+    """
+
+    section: ClassVar[str] = "eval"
+
+    score_threshold: float | None = None  # None: chosen on the split choose_on names
+    nms_iou: float | None = None  # per-class NMS threshold; None: chosen along with the threshold (or no NMS)
+    choose_on: ChooseOn = "train"  # "train" or "val": where an unset threshold is chosen
     alpha: float = 0.3  # the challenge's overlap threshold
     one_to_one: bool = False  # strict matching instead of the organisers' rule
+
+    def check(self) -> None:
+        self._between(0, 1, "score_threshold", "nms_iou", "alpha")
 
 
 @dataclass
@@ -178,12 +291,28 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
+    def __post_init__(self) -> None:
+        if self.eval.choose_on == "val" and self.eval.score_threshold is None and not self.data.val_subjects:
+            raise ConfigError("eval.choose_on is 'val' but data.val_subjects is empty: hold some training subjects out (e.g. --set data.val_subjects=[34,35])")
+        if self.model.encoder == "features":
+            for key in ("train_step", "test_step"):
+                step = getattr(self.data, key)
+                if step % FEATURE_STRIDE:
+                    raise ConfigError(f"data.{key.replace('step', 'stride')} ({step}) must be a multiple of {FEATURE_STRIDE} with precomputed features (one step a {FEATURE_STRIDE} frames)")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
+def _choices(options: Sequence[Any]) -> str:
+    """``('a', 'b', 'c')`` -> ``"'a', 'b' or 'c'"``."""
+    shown = [repr(o) for o in options]
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+
+
 def _check_type(key: str, value: Any, annotation: Any) -> Any:
-    """Return ``value`` converted to ``annotation`` when that is lossless, else raise ConfigError."""
+    """Return ``value`` converted to ``annotation`` when that is lossless, else raise ConfigError.
+    Understands None unions, lists, Literal choices, bool, int, str and float (finite only)."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -198,6 +327,11 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
             except ConfigError as err:
                 errors.append(str(err))
         raise ConfigError(errors[0] if errors else f"{key}: unexpected value {value!r}")
+    if origin is Literal:
+        for option in args:
+            if value == option and type(value) is type(option):
+                return option
+        raise ConfigError(f"{key} must be {_choices(args)}, got {value!r}")
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, got {value!r}")
@@ -211,14 +345,19 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
             return value
         raise ConfigError(f"{key} must be an integer, got {value!r}")
     if annotation is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            number = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key} must be a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(number):  # nan would pass every range check (nan < 0 is False) and then misbehave
+            raise ConfigError(f"{key} must be a finite number, got {value!r}")
+        return number
     if annotation is str:
         if isinstance(value, str):
             return value
@@ -227,16 +366,13 @@ def _check_type(key: str, value: Any, annotation: Any) -> Any:
 
 
 def _section_from_dict(cls: type, name: str, values: dict[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in values.items():
+    for key in values:
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f"; did you mean '{name}.{close[0]}'?" if close else f"; known keys: {', '.join(names)}"
             raise ConfigError(f"unknown configuration key '{name}.{key}'{hint}")
-        kwargs[key] = _check_type(f"{name}.{key}", value, hints[key])
-    return cls(**kwargs)
+    return cls(**values)  # each value is checked by the section
 
 
 def config_from_dict(values: dict[str, Any]) -> Config:
@@ -264,7 +400,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as err:
-        raise ConfigError(f"value for {key} is not valid YAML: {raw!r} ({err})") from err
+        raise ConfigError(f"value for {key} is not valid YAML: {raw!r} ({_one_line(err)})") from None
     return section, name, value
 
 
@@ -275,12 +411,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         path = Path(path)
         try:
             text = path.read_text()
-        except OSError as err:
-            raise ConfigError(f"cannot read configuration file {path}: {err.strerror}") from err
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"cannot read configuration file {path}: {getattr(err, 'strerror', None) or err}") from None
         try:
             values = yaml.safe_load(text) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {err}") from err
+            raise ConfigError(f"{path} is not valid YAML: {_one_line(err)}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path} must hold a mapping of sections (data, model, train, eval)")
     return override_config(values, overrides)
@@ -299,4 +435,10 @@ def override_config(values: dict[str, Any], overrides: list[str] | tuple[str, ..
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write ``config`` as YAML (atomically: a reader never sees half a file)."""
+    write_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def _one_line(err: Exception) -> str:
+    """A YAML parser's message (several lines, with a caret drawing) as one line."""
+    return " ".join(line.strip() for line in str(err).splitlines() if line.strip() and set(line.strip()) != {"^"})

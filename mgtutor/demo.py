@@ -3,9 +3,11 @@
 1. make the synthetic set the configuration describes (skipped when it is already there);
 2. decode it once into a frame cache at the model's frame rate and size (resumable);
 3. train the paper's detector (Mamba-MHSA decoder on the small CPU encoder) on the training subjects;
-4. choose the score threshold and NMS on the training subjects, predict the test subjects' whole
-   sequences and score them with the challenge's F1 (organisers' rule and one-to-one) and detection-mAP;
-5. write, under the output folder: ``results.md`` / ``results.json`` (the figures), ``training_curve.png``,
+4. the evaluation pipeline (:func:`mgtutor.eval.pipeline.evaluate_split`): the score threshold and NMS
+   from the configuration, or chosen on the training subjects (or on held-out validation subjects,
+   ``eval.choose_on``), the test subjects' whole sequences predicted and scored with the challenge's F1
+   (organisers' rule and one-to-one) and detection-mAP;
+5. write, under the output folder: ``results.md`` / ``results.json`` (the figures), ``config.yaml``, ``training_curve.png``,
    ``timeline.png`` (detections against ground truth), ``trajectories.png`` (query points through the
    decoder layers), ``predictions/`` (one ``SampleXXXX_finelabels.csv`` a test sequence) and the
    checkpoints.
@@ -26,6 +28,8 @@ from typing import Any
 import torch
 
 from mgtutor.config import Config, save_config
+from mgtutor.data.smg import sample_name
+from mgtutor.files import check_output_folder, write_atomic
 
 
 def _with_paths(cfg: Config, out: Path) -> Config:
@@ -48,7 +52,7 @@ def _plot_trajectories(model: torch.nn.Module, cfg: Config, sequences, path: Pat
     import matplotlib.pyplot as plt
 
     from mgtutor.data.dataset import collate
-    from mgtutor.eval.predict import prediction_windows
+    from mgtutor.eval.inference import prediction_windows
     from mgtutor.viz.model import plot_query_points
 
     dataset = prediction_windows(sequences, cfg)
@@ -66,7 +70,7 @@ def _plot_trajectories(model: torch.nn.Module, cfg: Config, sequences, path: Pat
     for ax, query in zip(axes.flat, best):
         plot_query_points(output, query, target=target, class_names=class_names, window_frames=cfg.data.window, ax=ax)
     meta = item["meta"][0]
-    fig.suptitle(f"Query points through the decoder layers: Sample{meta['sequence']:04d}, window from sampled frame {meta['start']}")
+    fig.suptitle(f"Query points through the decoder layers: {sample_name(meta['sequence'])}, window from sampled frame {meta['start']}")
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -92,34 +96,27 @@ def _results_table(figures: dict[str, Any], info: dict[str, Any]) -> str:
 
 
 def run_demo(cfg: Config, out: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Run the five steps above into ``out``; return the test figures and run information."""
+    """Run the five steps above into ``out``; return the test figures and run information.
+
+    Step 4 is :func:`mgtutor.eval.pipeline.evaluate_split` with ``cfg`` as given: a set
+    ``eval.score_threshold`` (and ``eval.nms_iou``) is used, otherwise both are chosen on the
+    ``eval.choose_on`` split. ``config.yaml`` is written with the results, so it is the configuration
+    that made them.
+    """
     from mgtutor.data.cache import prepare_cache
-    from mgtutor.data.smg import load_root
-    from mgtutor.data.synthetic import ensure_synthetic
-    from mgtutor.eval.predict import (
-        apply_postprocessing,
-        choose_postprocessing,
-        class_names,
-        describe_postprocessing,
-        evaluate_predictions,
-        ground_truth,
-        load_model,
-        postprocessing_settings,
-        predict_sequences,
-        write_predictions,
-    )
-    from mgtutor.train.engine import train
+    from mgtutor.data.synthetic import configured_root
+    from mgtutor.eval.inference import load_model
+    from mgtutor.eval.pipeline import class_names, evaluate_split
+    from mgtutor.train.engine import LAST, train
     from mgtutor.viz.detections import save_detections_plot
     from mgtutor.viz.training import save_training_curve
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_folder(out, "the demo's results")
     cfg = _with_paths(cfg, out)
-    save_config(cfg, out / "config.yaml")
     start = time.perf_counter()
 
     t = _step("1/5 synthetic SMG-format set" if cfg.data.root is None else f"1/5 data root {cfg.data.root}")
-    root = Path(cfg.data.root) if cfg.data.root is not None else ensure_synthetic(cfg.data)
+    root = configured_root(cfg.data)
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=str(root)))
     print(f"   {root} ({time.perf_counter() - t:.0f} s)")
 
@@ -129,7 +126,7 @@ def run_demo(cfg: Config, out: str | Path, progress: bool = True) -> dict[str, A
     print(f"   {cfg.data.cache} ({time.perf_counter() - t:.0f} s)")
 
     t = _step(f"3/5 training ({cfg.train.epochs} epochs) into {cfg.train.out}")
-    resume = (Path(cfg.train.out) / "last.pt").exists()
+    resume = (Path(cfg.train.out) / LAST).exists()
     if resume:
         print("   continuing the interrupted run from its last finished epoch")
     trainer = train(cfg, resume=resume, progress=progress)
@@ -138,35 +135,32 @@ def run_demo(cfg: Config, out: str | Path, progress: bool = True) -> dict[str, A
     print(f"   {trainer.epoch} epochs, {trainer.global_step} steps ({train_seconds / 60:.1f} min)")
 
     t = _step("4/5 prediction and evaluation on the test subjects")
-    model, cfg = load_model(Path(cfg.train.out) / "last.pt", "cpu")
-    train_sequences = load_root(root, cfg.data.train_subjects)
-    test_sequences = load_root(root, cfg.data.test_subjects)
-    selection = choose_postprocessing(model, train_sequences, cfg)
-    raw = predict_sequences(model, test_sequences, cfg)
-    detections = apply_postprocessing(raw, selection)
-    truth = ground_truth(test_sequences)
-    figures = evaluate_predictions(detections, truth, cfg.eval, cfg.model.num_classes)
-    write_predictions(out / "predictions", detections, describe_postprocessing(selection), {"split": "test", "root": str(root)})
-    print(f"   ({time.perf_counter() - t:.0f} s)")
+    model, _ = load_model(Path(cfg.train.out) / LAST, "cpu")  # the run's configuration, its eval section included
+    result = evaluate_split(model, cfg, "test", root=root, out=out / "predictions")
+    print(f"   {result.postprocessing.summary()} ({time.perf_counter() - t:.0f} s)")
 
     _step("5/5 plots")
     names = class_names(root)
-    save_detections_plot(out / "timeline.png", detections, truth, fps=test_sequences[0].fps if test_sequences else None, class_names=names)
-    _plot_trajectories(model, cfg, test_sequences, out / "trajectories.png", names)
+    fps = result.sequences[0].fps if result.sequences else None
+    save_detections_plot(out / "timeline.png", result.detections, result.truth, fps=fps, class_names=names)
+    _plot_trajectories(model, cfg, result.sequences, out / "trajectories.png", names)
 
-    threshold, nms_iou = postprocessing_settings(selection)
+    post = result.postprocessing
     info = {
-        "score_threshold": threshold,
-        "nms": "none" if nms_iou is None else f"tIoU {nms_iou:g}",
+        "score_threshold": post.score_threshold,
+        "nms": "none" if post.nms_iou is None else f"tIoU {post.nms_iou:g}",
+        "postprocessing": post.describe(),
         "epochs": trainer.epoch,
         "steps": trainer.global_step,
         "train_seconds": train_seconds,
         "total_seconds": time.perf_counter() - start,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
     }
+    figures = result.figures
     table = _results_table(figures, info)
-    (out / "results.md").write_text(f"# mgtutor demo: test subjects {cfg.data.test_subjects}\n\n{table}\n")
-    (out / "results.json").write_text(json.dumps({"figures": figures, "info": info}, indent=2))
+    save_config(cfg, out / "config.yaml")
+    write_atomic(out / "results.md", f"# mgtutor demo: test subjects {cfg.data.test_subjects}\n\n{table}\n")
+    write_atomic(out / "results.json", json.dumps({"figures": figures, "info": info}, indent=2))
     print(table)
-    print(f"\nwrote {out}/: results.md, results.json, training_curve.png, timeline.png, trajectories.png, predictions/")
+    print(f"\nwrote {out}/: results.md, results.json, config.yaml, training_curve.png, timeline.png, trajectories.png, predictions/")
     return {"figures": figures, "info": info}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fractions
+import os
 import random
 import subprocess
 import sys
@@ -54,9 +55,9 @@ def test_crash_while_writing_keeps_the_old_checkpoint(tmp_path, monkeypatch):
     old = path.read_bytes()
     real_save = torch.save
 
-    def crash_half_way(obj, handle):
-        real_save(obj, handle)
-        handle.truncate(100)  # half a file on disk, then the crash
+    def crash_half_way(obj, target):
+        real_save(obj, target)
+        os.truncate(target, 100)  # half a file on disk, then the crash
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", crash_half_way)
@@ -104,3 +105,26 @@ def test_objects_that_are_not_plain_types_are_refused_on_load(tmp_path):
     torch.save({"format": 1, "payload": fractions.Fraction(1, 3)}, path)  # any class but the allowed ones
     with pytest.raises(CheckpointError, match=r"(?s)cannot read checkpoint .*arbitrary.pt.*Fraction"):
         load_checkpoint(path)
+
+
+class _RunsCommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_refused_checkpoint_is_explained_by_the_global_it_asks_for(tmp_path):
+    """torch 2.13 words this refusal without "WeightsUnpickler error:": its advice to load with
+    weights_only=False (the one thing not to do) must not reach the user, the blocked global must."""
+    path = tmp_path / "evil.pt"
+    torch.save({"format": 1, "x": _RunsCommand(tmp_path / "ran")}, path)
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(path)
+    message = str(err.value)
+    assert f"cannot read checkpoint {path}: it asks for the Python global '{os.system.__module__}.system'" in message
+    assert "weights_only" not in message and "\n" not in message and not (tmp_path / "ran").exists()
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.pt: the file is empty or ends too early"):
+        load_checkpoint(tmp_path / "empty.pt")

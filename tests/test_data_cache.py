@@ -42,7 +42,7 @@ def test_a_resumed_prepare_skips_finished_files_and_redoes_the_rest(small_root, 
     os.utime(first, ns=(0, 0))  # a marker: a rewrite would change it
     # a killed run leaves a temporary file and no final file for the sequence it was writing
     second.unlink()
-    leftover = cache / ".Sample0002.npy.partial"
+    leftover = cache / ".Sample0002.npy.0badf00d.tmp"
     leftover.write_bytes(b"half a file")
     prepare_cache(small_root, cache, fps=10, short_side=16, progress=False)
     assert first.stat().st_mtime_ns == 0
@@ -77,9 +77,9 @@ def test_a_video_shorter_than_its_data_file_says_is_refused(small_root, tmp_path
     root = shutil.copytree(small_root, tmp_path / "root")
     (root / "Sample0001" / "Sample0001_data.csv").write_text("300,30,4000\n")  # the video has 150 frames
     cache = tmp_path / "cache"
-    with pytest.raises(DataError, match=r"Sample0001_color.mp4: video ends after 50 of 100 sampled frames"):
+    with pytest.raises(DataError, match=r"Sample0001_color.mp4: video has 150 frames, 150 fewer than numFrames=300"):
         prepare_cache(root, cache, fps=10, short_side=16, progress=False)
-    assert not cache_path(cache, 1).exists() and not list(cache.glob(".*partial"))
+    assert not cache_path(cache, 1).exists() and not list(cache.glob(".*.tmp"))
 
 
 def test_a_cached_file_of_the_wrong_length_is_refused(small_root, tmp_path):

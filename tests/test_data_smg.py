@@ -103,8 +103,14 @@ def test_all_bad_rows_are_reported_not_only_the_first(tmp_path):
     [
         ("", "expected exactly one row numFrames,fps,maxDepth, found 0"),
         ("100,30\n", "line 1: expected 3 comma-separated values numFrames,fps,maxDepth, got 2"),
-        ("abc,30,4000\n", "line 1: numFrames must be a positive integer"),
-        ("100,fast,4000\n", "line 1: fps must be a positive number"),
+        ("abc,30,4000\n", "line 1: numFrames must be a whole number from 1 to 100000000, got 'abc'"),
+        ("1000000000000,30,4000\n", "line 1: numFrames must be a whole number from 1 to 100000000"),
+        ("100,fast,4000\n", "line 1: fps must be a frame rate from 1 to 1000 frames a second, got 'fast'"),
+        # an infinite or vanishing frame rate once made prepare and train loop for ever
+        ("100,inf,4000\n", "line 1: fps must be a frame rate from 1 to 1000 frames a second, got 'inf'"),
+        ("100,1e-300,4000\n", "line 1: fps must be a frame rate from 1 to 1000 frames a second, got '1e-300'"),
+        ("100,nan,4000\n", "got 'nan'"),
+        ("100,0,4000\n", "got '0'"),
         ("100,30,4000\n100,30,4000\n", "found 2"),
     ],
 )
@@ -182,6 +188,29 @@ def test_check_root_lists_every_problem(root):
     assert "Sample0003_skeleton.csv: file is missing" in joined
     assert len(report.problems) == 4
     assert "problems: 4" in report.summary()
+
+
+def test_check_root_checks_a_sequence_s_video_after_its_labels_fail(root):
+    # both problems at once, not the video's only after the labels are fixed
+    (root / "Sample0001" / "Sample0001_finelabels.csv").write_text("3,10,x\n")
+    video = root / "Sample0001" / "Sample0001_color.mp4"
+    video.write_bytes(video.read_bytes()[:2000])
+    (root / "Sample0002" / "Sample0002_data.csv").write_text("150,inf,4000\n")
+    (root / "Sample0002" / "Sample0002_skeleton.csv").write_text("1,2,3\n")
+    report = check_root(root)
+    joined = "\n".join(report.problems)
+    assert "Sample0001_finelabels.csv, line 1: expected integers" in joined
+    assert "Sample0001_color.mp4: cannot open the video" in joined
+    assert "Sample0002_data.csv, line 1: fps must be a frame rate from 1 to 1000 frames a second, got 'inf'" in joined
+    assert "Sample0002_skeleton.csv, line 1: expected 275 values" in joined
+    assert len(report.problems) == 4 and [s.sample for s in report.sequences] == [3]
+
+
+def test_check_root_refuses_what_is_not_a_root(tmp_path):
+    with pytest.raises(DataError, match="nowhere: not a folder"):
+        check_root(tmp_path / "nowhere")
+    with pytest.raises(DataError, match="no SampleXXXX/ folders found"):
+        check_root(tmp_path)
 
 
 def _fake_release(src, tmp_path):

@@ -74,8 +74,20 @@ def test_demo_end_to_end_writes_every_promised_file_and_resumes(tmp_path, capsys
         label, start, end = int(row[0]), int(row[1]), int(row[2])
         assert 1 <= label <= 17 and 0 <= start <= end
 
-    # a second run skips the finished data steps and resumes training from the saved epoch
-    assert main(["demo", "--config", str(CONFIG), "--out", str(out), "--no-progress", *_tiny(tmp_path)]) == 0
+    # the post-processing was chosen on the training subjects, never on the test ones
+    assert info["postprocessing"]["chosen_on"] == "train" and info["postprocessing"]["subjects"] == [1, 2, 3]
+
+    # a second run skips the finished data steps and resumes training from the saved epoch; the
+    # evaluation uses the configuration it is given: a set score threshold is used, not chosen again
+    threshold = ["--set", "eval.score_threshold=0.9"]
+    assert main(["demo", "--config", str(CONFIG), "--out", str(out), "--no-progress", *_tiny(tmp_path), *threshold]) == 0
     again = capsys.readouterr().out
     assert "continuing the interrupted run" in again
-    assert json.loads((out / "results.json").read_text())["info"]["steps"] == info["steps"]
+    assert "post-processing from the configuration: score threshold 0.9" in again
+    results = json.loads((out / "results.json").read_text())
+    assert results["info"]["steps"] == info["steps"] and results["info"]["score_threshold"] == 0.9
+    assert results["info"]["postprocessing"] == {"score_threshold": 0.9, "nms_iou": None, "chosen_on": "configuration"}
+    document = json.loads((out / "predictions" / "predictions.json").read_text())
+    assert document["postprocessing"]["score_threshold"] == 0.9
+    assert all(row["score"] >= 0.9 for rows in document["sequences"].values() for row in rows)
+    assert load_config(out / "config.yaml").eval.score_threshold == 0.9

@@ -269,7 +269,10 @@ def test_resume_trims_a_log_line_without_checkpoint(tmp_path):
     append_record(tmp_path / LOG, {"epoch": 2, "loss/total": 1.0, "lr": 1.0})  # killed before last.pt
     resumed = make_trainer(tiny_config(tmp_path, epochs=2))
     resumed.resume()
-    assert [r["epoch"] for r in read_log(tmp_path / LOG)] == [1]
+    assert [r["loss/total"] for r in read_log(tmp_path / LOG)][-1] == 1.0  # nothing is written until an epoch ends
+    resumed.fit()
+    log = read_log(tmp_path / LOG)
+    assert [r["epoch"] for r in log] == [1, 2] and log[1]["loss/total"] != 1.0 and log == resumed.history
 
 
 def test_resume_refuses_another_model(tmp_path):

@@ -132,6 +132,28 @@ def test_non_finite_loss_exits_1_and_keeps_the_last_good_checkpoint(data, tmp_pa
     assert [r["epoch"] for r in read_log(out / "log.jsonl")] == [1]
 
 
+def test_a_resume_applies_and_records_a_changed_value_or_refuses_it_by_key(data, tmp_path, capsys):
+    config_file = write_config(data, "resume", "features", epochs=1)
+    assert run(config_file, tmp_path, "--no-eval") == 0
+    files = {name: (tmp_path / name).read_bytes() for name in ("config.yaml", "last.pt", "log.jsonl")}
+    capsys.readouterr()
+    # the learning rate lives in the checkpoint's optimiser and schedule: a change is refused, not ignored
+    assert run(config_file, tmp_path, "--no-eval", "--resume", "--set", "train.lr=0.5", "--set", "train.epochs=2") == 2
+    err = capsys.readouterr().err
+    assert "train.lr: 0.002 in the checkpoint, 0.5 now" in err and len(err.strip().splitlines()) == 1
+    assert {name: (tmp_path / name).read_bytes() for name in files} == files  # nothing written
+    # a resume that fails later (no data) leaves config.yaml, the checkpoint and the log as they were
+    assert run(config_file, tmp_path, "--no-eval", "--resume", "--set", "train.epochs=2", "--set", f"data.root={tmp_path / 'gone'}") == 2
+    assert "gone: not a folder" in capsys.readouterr().err
+    assert {name: (tmp_path / name).read_bytes() for name in files} == files
+    # values a resumed run can take: applied from here on and recorded
+    assert run(config_file, tmp_path, "--no-eval", "--resume", "--set", "train.epochs=2", "--set", "train.clip_grad=0.5") == 0
+    state = load_checkpoint(tmp_path / "last.pt")
+    assert state["epoch"] == 2 and state["config"]["train"]["epochs"] == 2 and state["config"]["train"]["clip_grad"] == 0.5
+    assert load_config(tmp_path / "config.yaml").train.clip_grad == 0.5
+    assert [r["epoch"] for r in read_log(tmp_path / "log.jsonl")] == [1, 2]
+
+
 @pytest.mark.cuda
 def test_cuda_runs_bf16_autocast_with_tf32_and_resumes(data, tmp_path):
     config = load_config(write_config(data, "cuda", "features", epochs=2), [f"train.out={tmp_path}", "train.epochs=1"])

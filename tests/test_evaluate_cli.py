@@ -10,16 +10,10 @@ from mgtutor.config import config_from_dict
 from mgtutor.data.smg import load_root
 from mgtutor.data.synthetic import write_synthetic
 from mgtutor.eval.postprocess import Detection
-from mgtutor.eval.predict import (
-    apply_postprocessing,
-    choose_postprocessing,
-    evaluate_predictions,
-    format_figures,
-    ground_truth,
-    predict_sequences,
-    read_predictions,
-    write_predictions,
-)
+from mgtutor.eval.inference import predict_sequences
+from mgtutor.eval.pipeline import choose_postprocessing, evaluate_predictions, format_figures, ground_truth
+from mgtutor.eval.postprocess import apply_postprocessing
+from mgtutor.eval.prediction_files import read_predictions, write_predictions
 from mgtutor.model.detector import Detector
 from mgtutor.train.checkpoint import save_checkpoint
 

@@ -3,7 +3,7 @@
 Two models: a stub whose outputs are a seeded function of the window it is shown (the window's first
 original frame is written into the pixels), so every stream length can be checked against the offline
 rule in milliseconds; and a tiny real detector on a synthetic video, through the real decoding and
-dataset, against :func:`mgtutor.eval.predict.predict_sequences`.
+dataset, against :func:`mgtutor.eval.inference.predict_sequences`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from mgtutor.data.smg import load_root
 from mgtutor.data.synthetic import write_synthetic
 from mgtutor.data.video import iter_frames
 from mgtutor.data.windows import num_sampled, original_frame, window_starts
+from mgtutor.eval.inference import predict_sequences
 from mgtutor.eval.online import OnlineRecognizer, recognize_video
-from mgtutor.eval.postprocess import filter_detections, merge_windows, meta_to_frames, window_detections
-from mgtutor.eval.predict import apply_postprocessing, predict_sequences
+from mgtutor.eval.postprocess import apply_postprocessing, filter_detections, merge_windows, meta_to_frames, window_detections
 from mgtutor.model.detector import Detector, DetectorOutput
 
 SOURCE_FPS = 30.0

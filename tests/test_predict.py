@@ -9,25 +9,17 @@ import pytest
 import torch
 
 from mgtutor.config import EvalConfig, config_from_dict
+from mgtutor.data.errors import DataError
 from mgtutor.data.smg import load_root
 from mgtutor.data.synthetic import write_synthetic
 from mgtutor.data.windows import num_sampled, window_starts
 from mgtutor.eval.detection_map import detection_map
 from mgtutor.eval.miga_f1 import miga_f1
 from mgtutor.eval.postprocess import Detection, as_gestures, filter_detections, select_threshold
-from mgtutor.eval.predict import (
-    apply_postprocessing,
-    choose_postprocessing,
-    evaluate_predictions,
-    format_figures,
-    ground_truth,
-    load_model,
-    make_evaluator,
-    predict_sequences,
-    prediction_info,
-    read_predictions,
-    write_predictions,
-)
+from mgtutor.eval.inference import load_model, predict_sequences
+from mgtutor.eval.pipeline import choose_postprocessing, evaluate_predictions, format_figures, ground_truth, make_evaluator
+from mgtutor.eval.postprocess import apply_postprocessing
+from mgtutor.eval.prediction_files import prediction_info, read_predictions, write_predictions
 from mgtutor.model.detector import Detector
 from mgtutor.train.checkpoint import CheckpointError, save_checkpoint
 
@@ -97,7 +89,7 @@ def test_post_processing_is_chosen_on_training_sequences(setup, monkeypatch):
         seen.append([s.sample for s in sequences])
         return original(model, sequences, *args, **kwargs)
 
-    monkeypatch.setattr("mgtutor.eval.predict.predict_sequences", spy)
+    monkeypatch.setattr("mgtutor.eval.pipeline.predict_sequences", spy)
     selection = choose_postprocessing(model, train, cfg, "cpu", batch_size=3)
     assert seen == [[1, 2, 3]]
     truth = ground_truth(train)
@@ -140,7 +132,7 @@ def test_files_round_trip(setup, tmp_path):
     # a folder of label files not written here is refused
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "Sample0009_finelabels.csv").write_text("1,2,3\n")
-    with pytest.raises(FileExistsError, match="not written by mgtutor predict"):
+    with pytest.raises(DataError, match="Sample0009_finelabels.csv: was not written by a prediction run"):
         write_predictions(tmp_path / "other", kept)
 
 
@@ -195,3 +187,16 @@ def test_load_model_rebuilds_the_checkpointed_detector(setup, tmp_path):
     save_checkpoint({"format": 1, "epoch": 0}, tmp_path / "empty.pt")
     with pytest.raises(CheckpointError, match="no model weights"):
         load_model(tmp_path / "empty.pt")
+
+
+def test_the_names_of_the_former_module_still_import():
+    """Notebooks 08 and 09 import these from mgtutor.eval.predict; each is the library's one function."""
+    from mgtutor.eval import inference, pipeline, postprocess, predict, prediction_files
+
+    homes = {"load_model": inference, "predict_sequences": inference, "prediction_windows": inference, "class_names": pipeline,
+             "make_evaluator": pipeline, "choose_postprocessing": pipeline, "evaluate_predictions": pipeline, "format_figures": pipeline,
+             "ground_truth": pipeline, "apply_postprocessing": postprocess, "write_predictions": prediction_files}  # fmt: skip
+    for name, home in homes.items():
+        assert getattr(predict, name) is getattr(home, name), name
+    with pytest.raises(AttributeError, match="has no attribute 'nonsense'"):
+        predict.nonsense  # noqa: B018

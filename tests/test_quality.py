@@ -41,8 +41,9 @@ def test_paper_values_are_table_2_with_the_default_best_everywhere():
 def test_plan_shares_the_reference_run_between_the_main_comparison_and_every_ablation(tmp_path):
     overrides = [*quality.base_overrides(tmp_path, None, quick=False), "data.window=128", "model.points=30", "model.layers=4"]
     runs = quality.plan(BASE, overrides, "all")
-    # 6 main runs + 18 ablation values, of which the 4 reference values are the main Mamba-MHSA seed-0 run
-    assert len(runs) == 6 + 18 - 4
+    # 6 main runs + 18 ablation values, of which the 4 reference values are the main Mamba-MHSA seed-0 run,
+    # + 3 seeds trained without the held-out validation subjects
+    assert len(runs) == 6 + 18 - 4 + 3
     assert len({r.name for r in runs}) == len(runs)
     reference = next(r for r in runs if ("main", "mamba", 0) in r.cells)
     assert sorted(reference.cells) == sorted(
@@ -57,6 +58,13 @@ def test_plan_shares_the_reference_run_between_the_main_comparison_and_every_abl
     assert (cfg.train_subjects, cfg.test_subjects) == (list(range(1, 43)), list(range(43, 49)))
     assert [r.name for r in quality.plan(BASE, overrides, "main")] == [r.name for r in runs[:6]]
     assert all(r.cells[0][0] == "ablation" or r is reference for r in quality.plan(BASE, overrides, "ablations"))
+    held_out = quality.plan(BASE, overrides, "threshold")
+    assert [r.cells for r in held_out] == [[("threshold", "val", seed)] for seed in quality.SEEDS]
+    for run in held_out:  # the last 6 training subjects held out, the choice made on them
+        assert run.config.data.val_subjects == list(range(37, 43)) and run.config.data.subjects("train") == list(range(1, 37))
+        assert run.config.eval.choose_on == "val" and run.config.model.mamba_blocks == 2 and run.name.endswith("-val6")
+    with pytest.raises(SystemExit, match="--val-subjects must lie between 1 and 41"):
+        quality.plan(BASE, overrides, "threshold", val_subjects=42)
 
 
 def test_budget_compresses_the_schedule_to_the_steps():
@@ -112,6 +120,24 @@ def test_summary_means_seeds_marks_diverged_runs_and_finds_the_best_values():
     assert "| PointTAD self-attention (N_m = 0) | 30.0 +- 14.1 |" in quality.format_main(summary["main"])
 
 
+def test_the_threshold_experiment_compares_the_choices_on_the_same_models():
+    def held_out(f1_val, f1_train, threshold):
+        result = _result(f1_val) | {"postprocessing": {"score_threshold": threshold}}
+        return result | {"train_choice": {"figures": _result(f1_train)["figures"], "postprocessing": {"score_threshold": threshold + 0.2}}}
+
+    runs = [quality.Run(f"v{seed}", None, [("threshold", "val", seed)]) for seed in quality.SEEDS]
+    runs += [quality.Run("m0", None, [("main", "mamba", 0)])]
+    results = {"v0": held_out(0.5, 0.4, 0.3), "v1": held_out(0.7, 0.4, 0.5), "v2": {"diverged": "nan"}, "m0": _result(0.6)}
+    threshold = quality.summarise(runs, results)["threshold"]
+    assert threshold["seeds"] == [0, 1] and threshold["diverged"] == [2]
+    assert threshold["val"]["f1"]["mean"] == pytest.approx(0.6) and threshold["val"]["thresholds"] == [0.3, 0.5]
+    assert threshold["train"]["f1"]["values"] == [0.4, 0.4] and threshold["train"]["thresholds"] == pytest.approx([0.5, 0.7])
+    assert threshold["all_subjects"]["f1"]["values"] == [0.6]
+    text = quality.format_threshold(threshold)
+    assert "| held-out validation subjects | 60.0 +- 14.1 |" in text and "| 0.3, 0.5 |" in text
+    assert quality.summarise(runs[3:], results)["threshold"] == {}
+
+
 # -- --quick end to end ----------------------------------------------------------------------------------
 
 
@@ -130,11 +156,17 @@ def test_quick_run_scores_every_run_on_the_test_subjects_and_writes_the_report(q
     train, test = split_subjects(quality.QUICK_SUBJECTS)
     assert document["split"] == {"train": train, "test": test}
     test_gestures = sum(len(seq.gestures) for seq in load_root(out / "data" / "synthetic_hard", test))
-    assert len(document["runs"]) == 20 and document["failed"] == {}
+    assert len(document["runs"]) == 20 + 3 and document["failed"] == {}
     for name, result in document["runs"].items():
         assert (out / "runs" / name / "result.json").exists() and not (out / "runs" / name / "train" / "last.pt").exists()
         assert result["steps"] == quality.QUICK_STEPS
-        assert result["postprocessing"]["chosen_on"] == f"training subjects {train}"
+        post = result["postprocessing"]
+        if name.endswith("-val1"):  # (3): trained on 1-2, the choice made on the held-out 3, and on 1-2 for comparison
+            assert (post["chosen_on"], post["subjects"]) == ("val", [3])
+            assert result["train_choice"]["postprocessing"]["subjects"] == [1, 2]
+            assert result["train_choice"]["figures"]["ground_truth"] == test_gestures
+        else:
+            assert (post["chosen_on"], post["subjects"]) == ("train", train)
         assert result["figures"]["ground_truth"] == test_gestures  # scored on the test subjects, all of them
         assert all(0 <= result["figures"][key] <= 1 for key in ("f1", "strict_f1", "map"))
         assert result["config"]["data"]["synthetic_difficulty"] == "hard"
@@ -142,10 +174,13 @@ def test_quick_run_scores_every_run_on_the_test_subjects_and_writes_the_report(q
     assert {(0, 0), (0, 1), (0, 2), (2, 0), (2, 1), (2, 2), (1, 0), (3, 0)} <= by_seed
     assert [len(document["main"][d]["f1"]["values"]) for d in ("attention", "mamba")] == [3, 3]
     assert {name: list(map(int, t["rows"])) for name, t in document["ablations"].items()} == {a.name: list(a.paper) for a in quality.ABLATIONS}
+    assert document["threshold"]["seeds"] == list(quality.SEEDS) and len(document["threshold"]["val"]["f1"]["values"]) == 3
+    assert {"all_subjects", "train", "val"} <= set(document["threshold"])
     windows = {r["config"]["data"]["window"] for r in document["runs"].values()}
     assert windows == {16, 32, 64, 128, 200}
     text = (out / "quality.md").read_text()
     assert "| Mamba-MHSA (N_m = 2) |" in text and "| window (frames) | 200 |" in text and "14.34 (best)" in text
+    assert "| held-out validation subjects |" in text
     assert (out / "ablations.png").stat().st_size > 10_000
 
 

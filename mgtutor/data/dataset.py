@@ -37,9 +37,7 @@ from mgtutor.data.cache import open_cached
 from mgtutor.data.errors import DataError
 from mgtutor.data.smg import SequenceInfo, load_root, sample_name
 from mgtutor.data.video import decode
-from mgtutor.data.windows import Window, num_sampled, split_windows
-
-FEATURE_STRIDE = 4  # sampled frames per feature step (the encoder's temporal stride)
+from mgtutor.data.windows import FEATURE_STRIDE, Window, num_sampled, split_windows
 
 
 def features_length(num_frames: int, source_fps: float, fps: float) -> int:
@@ -94,14 +92,16 @@ class WindowDataset(Dataset):
 
     @classmethod
     def from_config(cls, cfg: Any, split: str) -> WindowDataset:
-        """The ``split`` of a :class:`~mgtutor.config.Config`: its root (or the synthetic set it
-        describes, made when missing), its subjects, frames or features by ``model.encoder``."""
-        from mgtutor.data.synthetic import ensure_synthetic
+        """The ``split`` ("train", "val", "test" or "all": :meth:`mgtutor.config.DataConfig.subjects`) of
+        a :class:`~mgtutor.config.Config`: its root (or the synthetic set it describes, made when missing),
+        frames or features by ``model.encoder``; windows cut the training way for "train", else the
+        test way."""
+        from mgtutor.data.synthetic import configured_root
 
-        root = cfg.data.root or ensure_synthetic(cfg.data)
-        subjects = cfg.data.train_subjects if split == "train" else cfg.data.test_subjects
+        sequences = load_root(configured_root(cfg.data), cfg.data.subjects(split))
         features = cfg.model.encoder == "features"
-        return cls(load_root(root, subjects), cfg.data, split, features=features, feature_dim=cfg.model.feature_dim)
+        cut = "train" if split == "train" else "test"
+        return cls(sequences, cfg.data, cut, features=features, feature_dim=cfg.model.feature_dim)
 
     def __len__(self) -> int:
         return len(self.windows)

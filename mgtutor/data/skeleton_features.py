@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from einops import rearrange, reduce
 
-from mgtutor.data.dataset import FEATURE_STRIDE, features_path
+from mgtutor.data.dataset import features_path
 from mgtutor.data.smg import JOINT_INDEX, SequenceInfo, read_skeleton
-from mgtutor.data.windows import num_sampled, original_frame
+from mgtutor.data.windows import FEATURE_STRIDE, num_sampled, original_frame
 
 SKELETON_FEATURE_DIM = 150  # 25 joints x xyz, positions and movement
 

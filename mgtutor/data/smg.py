@@ -22,10 +22,13 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, NamedTuple, get_args
 
 import numpy as np
 
 from mgtutor.data.errors import DataError
+from mgtutor.data.windows import check_frame_rate
+from mgtutor.files import write_atomic
 
 NUM_LABELS = 17  # 16 micro-gestures + "non-micro-gesture"
 TRAIN_SUBJECTS = tuple(range(1, 36))
@@ -61,13 +64,27 @@ FILE_SUFFIXES = {
     "skeleton": "skeleton.csv",
     "video": "color.mp4",
 }
-_SAMPLE_DIR = re.compile(r"^Sample(\d{1,6})$")
-_SAMPLE_FILE = re.compile(r"^Sample(\d{1,6})_(finelabels\.csv|data\.csv|skeleton\.csv|color\.mp4)$")
+_SAMPLE = re.compile(r"^Sample(\d{1,6})(?:_(.+))?$")
+MAX_FRAMES = 100_000_000  # numFrames above this (a day of video at 1000 fps) is a broken _data.csv
 
 
 def sample_name(sample: int) -> str:
-    """``1 -> "Sample0001"``."""
+    """``1 -> "Sample0001"``; the inverse of :func:`parse_sample_name`."""
     return f"Sample{sample:04d}"
+
+
+class SampleName(NamedTuple):
+    """A parsed ``SampleXXXX`` folder name or ``SampleXXXX_<kind>`` file name."""
+
+    sample: int  # the sample (= subject) id
+    kind: str | None  # the part after the underscore, e.g. "finelabels.csv"; None for a folder name
+
+
+def parse_sample_name(name: str) -> SampleName | None:
+    """``"Sample0004_finelabels.csv"`` -> ``SampleName(4, "finelabels.csv")``, ``"Sample0004"`` ->
+    ``SampleName(4, None)``; None for any other name. Every reader of SMG's names goes through here."""
+    match = _SAMPLE.match(name)
+    return SampleName(int(match.group(1)), match.group(2)) if match else None
 
 
 @dataclass(frozen=True)
@@ -183,14 +200,12 @@ def read_data(path: str | Path) -> DataInfo:
     if len(fields) != 3:
         raise DataError(path, f"expected 3 comma-separated values numFrames,fps,maxDepth, got {len(fields)}: {line.strip()!r}", line_no)
     num_frames, max_depth = _as_int(fields[0]), _as_int(fields[2])
+    if num_frames is None or not 0 < num_frames <= MAX_FRAMES:
+        raise DataError(path, f"numFrames must be a whole number from 1 to {MAX_FRAMES}, got {fields[0].strip()!r}", line_no)
     try:
-        fps = float(fields[1])
-    except ValueError:
-        fps = float("nan")
-    if num_frames is None or num_frames <= 0:
-        raise DataError(path, f"numFrames must be a positive integer, got {fields[0].strip()!r}", line_no)
-    if not fps > 0:
-        raise DataError(path, f"fps must be a positive number, got {fields[1].strip()!r}", line_no)
+        fps = check_frame_rate(fields[1].strip())
+    except ValueError as err:
+        raise DataError(path, str(err), line_no) from None
     if max_depth is None:
         raise DataError(path, f"maxDepth must be an integer, got {fields[2].strip()!r}", line_no)
     return DataInfo(num_frames, fps, max_depth)
@@ -216,12 +231,14 @@ def read_skeleton(path: str | Path) -> np.ndarray:
 
 
 def write_labels(path: str | Path, gestures: Iterable[Gesture]) -> None:
-    Path(path).write_text("".join(f"{g.label},{g.start},{g.end}\n" for g in gestures))
+    """Write ``label,start,end`` rows (no header), atomically (:func:`mgtutor.files.write_atomic`)."""
+    write_atomic(path, "".join(f"{g.label},{g.start},{g.end}\n" for g in gestures))
 
 
 def write_data(path: str | Path, num_frames: int, fps: float, max_depth: int) -> None:
+    """Write the one row ``numFrames,fps,maxDepth``, atomically."""
     fps_text = str(int(fps)) if float(fps).is_integer() else repr(float(fps))
-    Path(path).write_text(f"{num_frames},{fps_text},{max_depth}\n")
+    write_atomic(path, f"{num_frames},{fps_text},{max_depth}\n")
 
 
 def write_skeleton(path: str | Path, joints: np.ndarray) -> None:
@@ -232,7 +249,7 @@ def write_skeleton(path: str | Path, joints: np.ndarray) -> None:
     row = ",".join(["%.3f"] * SKELETON_COLUMNS) + "\n"
     # "%.3f" % -0.0001 gives "-0.000"; adding 0.0 after rounding keeps the text free of negative zeros
     values = np.round(joints.reshape(len(joints), -1), 3) + 0.0
-    Path(path).write_text("".join(row % tuple(r) for r in values.tolist()))
+    write_atomic(path, "".join(row % tuple(r) for r in values.tolist()))
 
 
 def find_samples(root: str | Path) -> dict[int, Path]:
@@ -242,9 +259,9 @@ def find_samples(root: str | Path) -> dict[int, Path]:
         raise DataError(root, "not a folder: expected an SMG root holding SampleXXXX/ folders")
     found = {}
     for entry in sorted(root.iterdir()):
-        match = _SAMPLE_DIR.match(entry.name)
-        if match and entry.is_dir():
-            found[int(match.group(1))] = entry
+        parsed = parse_sample_name(entry.name)
+        if parsed is not None and parsed.kind is None and entry.is_dir():
+            found[parsed.sample] = entry
     if not found:
         raise DataError(root, "no SampleXXXX/ folders found (expected one folder a sequence, SampleXXXX/ holding SampleXXXX_finelabels.csv, _data.csv and _color.mp4: docs/reference.md, section 2)")
     return found
@@ -254,10 +271,10 @@ def load_sequence(folder: str | Path, sample: int | None = None) -> SequenceInfo
     """Read one ``SampleXXXX/`` folder's data and label files (the video is opened only when needed)."""
     folder = Path(folder)
     if sample is None:
-        match = _SAMPLE_DIR.match(folder.name)
-        if not match:
+        parsed = parse_sample_name(folder.name)
+        if parsed is None or parsed.kind is not None:
             raise DataError(folder, "folder name must be SampleXXXX (or pass the sample id)")
-        sample = int(match.group(1))
+        sample = parsed.sample
     name = sample_name(sample)
     info = read_data(folder / f"{name}_{FILE_SUFFIXES['data']}")
     gestures = read_labels(folder / f"{name}_{FILE_SUFFIXES['labels']}", num_frames=info.num_frames)
@@ -342,47 +359,58 @@ class CheckReport:
         return "\n".join(lines)
 
 
-def check_root(root: str | Path, videos: str = "probe", skeletons: bool = True) -> CheckReport:
-    """Check every sequence under ``root`` and collect every problem instead of stopping at the first.
+VideoCheck = Literal["probe", "decode", "skip"]  # how much of each video check_root decodes
+VIDEO_CHECKS: tuple[str, ...] = get_args(VideoCheck)
+
+
+def check_root(root: str | Path, videos: VideoCheck = "probe", skeletons: bool = True) -> CheckReport:
+    """Check every file of every sequence under ``root`` and collect every problem instead of stopping at
+    the first: a sequence whose labels fail still has its data, skeleton and video checked.
 
     ``videos``: "probe" opens each video and decodes its first and last second (cheap, catches
     truncated and corrupt files), "decode" decodes every frame, "skip" only checks that the file exists.
-    A video that is shorter than its last labelled gesture is a problem; any other disagreement between
-    the video, ``_data.csv`` and the skeleton rows is a warning.
+    A video that ends before its last labelled gesture, or more than
+    :data:`~mgtutor.data.video.MAX_PAD_SECONDS` before ``numFrames`` (the rule ``mgtutor prepare`` and
+    training apply, :func:`mgtutor.data.video.check_length`), is a problem; any other disagreement
+    between the video, ``_data.csv`` and the skeleton rows is a warning. A ``root`` that is not a folder
+    of ``SampleXXXX/`` folders raises DataError.
     """
-    if videos not in ("probe", "decode", "skip"):
-        raise ValueError(f"videos must be 'probe', 'decode' or 'skip', got {videos!r}")
+    if videos not in VIDEO_CHECKS:
+        raise ValueError(f"videos must be one of {', '.join(map(repr, VIDEO_CHECKS))}, got {videos!r}")
     from mgtutor.data.video import check_video
 
     root = Path(root)
     report = CheckReport(root)
-    try:
-        found = find_samples(root)
-    except DataError as err:
-        report.problems.extend(err.problems)
-        return report
-    for sample, folder in found.items():
+    for sample, folder in find_samples(root).items():
         name = sample_name(sample)
         paths = {kind: folder / f"{name}_{suffix}" for kind, suffix in FILE_SUFFIXES.items()}
         for kind, path in paths.items():
             if not path.exists():
                 report.problems.append(str(DataError(path, f"file is missing: expected the sequence's {kind} file {path.name}")))
-        try:
-            seq = load_sequence(folder, sample)
-        except DataError as err:
-            report.problems.extend(err.problems)
-            continue
-        report.sequences.append(seq)
+        info = gestures = None
+        if paths["data"].exists():
+            try:
+                info = read_data(paths["data"])
+            except DataError as err:
+                report.problems.extend(err.problems)
+        if paths["labels"].exists():
+            try:
+                gestures = read_labels(paths["labels"], num_frames=info.num_frames if info else None)
+            except DataError as err:
+                report.problems.extend(err.problems)
+        if info is not None and gestures is not None:
+            report.sequences.append(SequenceInfo(sample, folder, info.num_frames, info.fps, info.max_depth, tuple(gestures)))
         if skeletons and paths["skeleton"].exists():
             try:
                 rows = len(read_skeleton(paths["skeleton"]))
-                if rows != seq.num_frames:
-                    report.warnings.append(f"{paths['skeleton']}: {rows} rows, but numFrames={seq.num_frames} in {paths['data'].name}")
+                if info is not None and rows != info.num_frames:
+                    report.warnings.append(f"{paths['skeleton']}: {rows} rows, but numFrames={info.num_frames} in {paths['data'].name}")
             except DataError as err:
                 report.problems.extend(err.problems)
         if videos != "skip" and paths["video"].exists():
-            last_end = max((g.end for g in seq.gestures), default=-1)
-            problems, warnings = check_video(paths["video"], seq.num_frames, seq.fps, last_end, full=videos == "decode")
+            last_end = max((g.end for g in gestures or ()), default=-1)
+            num_frames, fps = (info.num_frames, info.fps) if info else (None, None)
+            problems, warnings = check_video(paths["video"], num_frames, fps, last_end, full=videos == "decode")
             report.problems.extend(problems)
             report.warnings.extend(warnings)
     return report
@@ -420,10 +448,10 @@ def index_release(sources: Sequence[str | Path], out: str | Path) -> IndexReport
             raise DataError(source, "not a folder: expected a tree holding SampleXXXX_* files")
         for dirpath, _, names in os.walk(source, followlinks=True):
             for file_name in sorted(names):
-                match = _SAMPLE_FILE.match(file_name)
-                if not match:
+                parsed = parse_sample_name(file_name)
+                if parsed is None or parsed.kind not in FILE_SUFFIXES.values():
                     continue
-                key = (int(match.group(1)), match.group(2))
+                key = (parsed.sample, parsed.kind)
                 path = (Path(dirpath) / file_name).resolve()
                 if key in files and files[key] != path:
                     raise DataError(path, f"{file_name} appears twice (also at {files[key]}); expected one file per sample and kind")

@@ -31,15 +31,20 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal, get_args
 
 import av
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mgtutor.config import ConfigError
 from mgtutor.data.errors import DataError
 from mgtutor.data.smg import JOINT_INDEX, JOINT_PARENTS, JOINTS, Gesture, sample_name, write_data, write_labels, write_skeleton
+from mgtutor.data.windows import check_frame_rate
+from mgtutor.files import atomic_path, check_output_folder, write_atomic
 
-DIFFICULTIES = ("demo", "hard")
+DifficultyName = Literal["demo", "hard"]  # the levels of LEVELS; also the allowed data.synthetic_difficulty
+DIFFICULTIES: tuple[str, ...] = get_args(DifficultyName)
 MARKER = "synthetic.json"  # written last into a finished synthetic root, with the parameters that made it
 FORMAT_VERSION = 1
 
@@ -127,7 +132,7 @@ class Difficulty:
     glove: tuple[int, int, int] | None = None  # colour of the hands (None: the subject's skin)
 
 
-LEVELS = {
+LEVELS: dict[DifficultyName, Difficulty] = {
     # demo: large motions, a big figure, no clutter, thick limbs and yellow gloves
     "demo": Difficulty(2.5, 1.0, 1.5, 0.15, 0.05, (0.84, 0.92), 0.05, 0.008, 2, 0, limb_width=1.8, hand_radius=0.05, glove=(255, 230, 0)),
     "hard": Difficulty(0.5, 0.8, 1.0, 0.3, 0.25, (0.62, 0.92), 0.15, 0.02, 6, 5),
@@ -447,22 +452,25 @@ def make_pose(subject: Subject, instances: list[Instance], num_frames: int, fps:
     return J
 
 
-def _check_arguments(seconds: float, size: int, fps: float, difficulty: str) -> None:
+def check_arguments(sequences: int, seconds: float, size: int, fps: float, difficulty: str, prefix: str = "") -> None:
+    """Refuse arguments no synthetic set can be made with (ValueError naming ``prefix + name``, e.g.
+    ``data.synthetic_size`` or ``--size``), before anything is written."""
     if difficulty not in LEVELS:
-        raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
-    if size < 16 or size % 2:
-        raise ValueError(f"size must be an even number >= 16 (H.264 needs even sizes), got {size}")
-    if not fps > 0:
-        raise ValueError(f"fps must be positive, got {fps}")
-    if seconds < 4:
-        raise ValueError(f"a synthetic sequence needs at least 4 seconds, got {seconds}")
+        raise ValueError(f"{prefix}difficulty must be one of {', '.join(map(repr, DIFFICULTIES))}, got {difficulty!r}")
+    if not isinstance(size, int) or size < 16 or size % 2:
+        raise ValueError(f"{prefix}size must be an even number >= 16 (H.264 needs even sizes), got {size}")
+    check_frame_rate(fps, f"{prefix}fps")
+    if not 4 <= seconds <= 24 * 3600:
+        raise ValueError(f"{prefix}seconds must lie between 4 (the shortest sequence made) and 86400, got {seconds}")
+    if not isinstance(sequences, int) or not 1 <= sequences <= 9999:
+        raise ValueError(f"{prefix}sequences must be a whole number from 1 to 9999, got {sequences}")
 
 
 def generate_sequence(
     sample: int, seconds: float = 90.0, size: int = 128, fps: float = 30.0, seed: int = 0, difficulty: str = "demo"
 ) -> SyntheticSequence:
     """Subject, schedule and joint positions of one sequence (no pixels yet); see :func:`render`."""
-    _check_arguments(seconds, size, fps, difficulty)
+    check_arguments(1, seconds, size, fps, difficulty)
     level = LEVELS[difficulty]
     num_frames = round(seconds * fps)
     subject = make_subject(np.random.default_rng([seed, sample, 0]), level)
@@ -573,15 +581,14 @@ def skeleton_values(seq: SyntheticSequence) -> np.ndarray:
 
 
 def _encode(path: Path, frames: Iterator[np.ndarray], size: int, fps: float) -> None:
-    """H.264 (x264 "ultrafast") into ``path``, through a temporary name so a killed run leaves no video
-    that looks finished."""
-    tmp = path.with_name(path.name + ".partial")
+    """H.264 (x264 "ultrafast") into ``path``, through :func:`mgtutor.files.atomic_path`, so a killed run
+    leaves no video that looks finished."""
     codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
     # a keyframe every second keeps seeks cheap; one thread keeps parallel workers from oversubscribing
     options = {"g": str(max(1, round(fps))), "threads": "1"}
     if codec == "libx264":
         options.update(preset="ultrafast", crf="23")
-    with av.open(str(tmp), mode="w", format="mp4") as container:
+    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width = stream.height = size
         stream.pix_fmt = "yuv420p"
@@ -591,7 +598,6 @@ def _encode(path: Path, frames: Iterator[np.ndarray], size: int, fps: float) -> 
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    os.replace(tmp, path)
 
 
 def write_sequence(root: str | Path, seq: SyntheticSequence) -> Path:
@@ -628,12 +634,13 @@ def write_synthetic(
 
     Byte-identical label, data and skeleton files (and identical decoded frames) for the same arguments,
     whatever ``workers`` (default: up to 2 processes). ``out/synthetic.json`` records the arguments and is
-    written last, marking a finished set.
+    written last, marking a finished set. Bad arguments (:func:`check_arguments`, ``workers`` < 1) and an
+    ``out`` that is a file are refused before anything is written.
     """
-    _check_arguments(seconds, size, fps, difficulty)
-    if sequences < 1:
-        raise ValueError(f"sequences must be >= 1, got {sequences}")
-    out = Path(out)
+    check_arguments(sequences, seconds, size, fps, difficulty)
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    out = check_output_folder(out, "the synthetic set")
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).unlink(missing_ok=True)
     jobs = [(out, sample, seconds, size, fps, seed, difficulty) for sample in range(1, sequences + 1)]
@@ -651,7 +658,7 @@ def write_synthetic(
     if bar is not None:
         bar.close()
     params = synthetic_params(sequences, seconds, size, fps, seed, difficulty)
-    (out / MARKER).write_text(json.dumps(params, indent=1) + "\n")
+    write_atomic(out / MARKER, json.dumps(params, indent=1) + "\n")
     return out
 
 
@@ -671,6 +678,10 @@ def ensure_synthetic(data_cfg) -> Path:
         data_cfg.synthetic_sequences, data_cfg.synthetic_seconds, data_cfg.synthetic_size,
         data_cfg.synthetic_fps, data_cfg.synthetic_seed, data_cfg.synthetic_difficulty,
     )  # fmt: skip
+    try:
+        check_arguments(*(wanted[key] for key in ("sequences", "seconds", "size", "fps", "difficulty")), prefix="data.synthetic_")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     marker = out / MARKER
     if marker.exists():
         found = json.loads(marker.read_text())
@@ -682,3 +693,13 @@ def ensure_synthetic(data_cfg) -> Path:
         raise DataError(out, f"holds SampleXXXX folders but no {MARKER} (an unfinished or foreign set); delete it or choose another data.synthetic_dir")
     return write_synthetic(out, **{k: v for k, v in wanted.items() if k != "format"}, progress=True)
 
+
+def configured_root(data_cfg, make: bool = True) -> Path | None:
+    """The root a :class:`~mgtutor.config.DataConfig` reads: ``data.root``, else its synthetic set
+    (:func:`ensure_synthetic` makes it when missing; with ``make`` False, None unless a finished set is
+    already there)."""
+    if data_cfg.root is not None:
+        return Path(data_cfg.root)
+    if make:
+        return ensure_synthetic(data_cfg)
+    return Path(data_cfg.synthetic_dir) if (Path(data_cfg.synthetic_dir) / MARKER).exists() else None

@@ -21,7 +21,8 @@ from mgtutor.data.errors import DataError
 from mgtutor.data.windows import num_sampled, original_frame
 
 # A video may end this many seconds before its _data.csv frame count: the missing sampled frames repeat
-# the last decoded one (Kinect exports often drop a frame or two at the end). More is an error.
+# the last decoded one (Kinect exports often drop a frame or two at the end). More is an error, for
+# check-data, prepare and training alike (check_length).
 MAX_PAD_SECONDS = 1.0
 
 
@@ -148,48 +149,83 @@ def decode(
     frames = [image for _, image in iter_frames(path, fps, source_fps, short_side, size, start, stop)]
     missing = stop - start - len(frames)
     if missing > 0:
-        if missing > max(1, math.ceil(MAX_PAD_SECONDS * fps)) or not frames:
-            decoded = original_frame(start + len(frames), source_fps, fps)
-            raise DataError(path, f"video ends near original frame {decoded}, expected {num_frames} frames (numFrames in _data.csv)")
+        check_length(path, count_frames(path), num_frames, source_fps)
+        if not frames:
+            raise DataError(path, f"no frame from sampled frame {start} on could be decoded (numFrames={num_frames} in _data.csv)")
         frames.extend([frames[-1]] * missing)
     return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)
 
 
-def check_video(path: str | Path, num_frames: int, source_fps: float, last_end: int = -1, full: bool = False) -> tuple[list[str], list[str]]:
+def max_missing_frames(source_fps: float) -> int:
+    """Original frames a video may lack at its end, against ``numFrames``: :data:`MAX_PAD_SECONDS` of
+    them, at least one."""
+    return max(1, math.floor(MAX_PAD_SECONDS * source_fps))
+
+
+def check_length(path: str | Path, frames: int, num_frames: int, source_fps: float, last_end: int = -1) -> None:
+    """The one rule for a video's length: DataError naming ``path`` when its ``frames`` (original frames
+    it holds) end before the last labelled frame ``last_end``, or lack more than
+    :func:`max_missing_frames` of the ``num_frames`` of ``_data.csv``. A shorter shortfall is padded with
+    the last frame wherever frames are read."""
+    if frames <= last_end:
+        raise DataError(path, f"video has {frames} frames but a gesture ends at frame {last_end}; truncated?")
+    allowed = max_missing_frames(source_fps)
+    if num_frames - frames > allowed:
+        raise DataError(
+            path,
+            f"video has {frames} frames, {num_frames - frames} fewer than numFrames={num_frames} in _data.csv "
+            f"(at most {allowed}, {MAX_PAD_SECONDS:g} s, may be missing); truncated, or a wrong numFrames?",
+        )
+
+
+def count_frames(path: str | Path, full: bool = False) -> int:
+    """The original frames a video holds, counted by decoding (tiny frames): from a second before the end
+    the container lists (or, with ``full``, every frame). Raises DataError when none can be decoded there."""
+    path = Path(path)
+    info = probe(path)
+    one_second = max(1, round(info.fps))
+    start = 0 if full or not info.frames else max(0, info.frames - one_second)
+    last = -1
+    for last, _ in iter_frames(path, info.fps, size=(32, 32), start=start):
+        pass
+    if last < 0:
+        raise DataError(path, f"no frame from frame {start} on could be decoded (the container lists {info.frames}); truncated or corrupt?")
+    return last + 1
+
+
+def check_video(
+    path: str | Path, num_frames: int | None, source_fps: float | None, last_end: int = -1, full: bool = False
+) -> tuple[list[str], list[str]]:
     """Problems and warnings about one video, for ``mgtutor check-data``.
 
-    Decodes the first second and the last second (or every frame with ``full``): a file that cannot
-    be opened or decoded, or that ends before ``last_end`` (the last labelled frame), is a problem; a
-    frame count or rate that differs from ``_data.csv`` is a warning.
+    Decodes the first second and the last second (or every frame with ``full``): a file that cannot be
+    opened or decoded, that decodes fewer frames than its container lists, or that breaks the length
+    rule of :func:`check_length` is a problem; a frame count or rate that differs from ``_data.csv`` is a
+    warning. ``num_frames`` and ``source_fps`` None (an unreadable ``_data.csv``) check the file alone.
     """
     path = Path(path)
     problems: list[str] = []
     warnings: list[str] = []
     try:
         info = probe(path)
-        if abs(info.fps - source_fps) > 0.01 * source_fps:
+        if source_fps is not None and abs(info.fps - source_fps) > 0.01 * source_fps:
             warnings.append(f"{path}: container frame rate {info.fps:g} differs from fps={source_fps:g} in _data.csv (the labels' rate is used)")
-        listed = info.frames or num_frames
         one_second = max(1, round(info.fps))
-        decoded = -1
-        for decoded, _ in iter_frames(path, info.fps, size=(32, 32), stop=None if full else one_second):
-            pass
-        if decoded < 0:
-            raise DataError(path, "no frame could be decoded; corrupt?")
         if not full:
-            tail_start = max(0, listed - one_second)
-            decoded = -1
-            for decoded, _ in iter_frames(path, info.fps, size=(32, 32), start=tail_start):
+            first = -1
+            for first, _ in iter_frames(path, info.fps, size=(32, 32), stop=one_second):
                 pass
-            if decoded < 0:
-                raise DataError(path, f"no frame from frame {tail_start} on could be decoded (the container lists {listed}); truncated or corrupt?")
-        frames = decoded + 1
+            if first < 0:
+                raise DataError(path, "no frame could be decoded; corrupt?")
+        frames = count_frames(path, full=full)
         if info.frames and frames < info.frames:
             problems.append(str(DataError(path, f"only {frames} of the {info.frames} frames the container lists could be decoded; truncated or corrupt?")))
+        elif num_frames is not None:
+            check_length(path, frames, num_frames, source_fps, last_end)
+            if frames != num_frames:
+                warnings.append(f"{path}: video has {frames} frames, _data.csv says numFrames={num_frames}")
         elif frames <= last_end:
-            problems.append(str(DataError(path, f"video has {frames} frames but a gesture ends at frame {last_end}; truncated?")))
-        elif frames != num_frames:
-            warnings.append(f"{path}: video has {frames} frames, _data.csv says numFrames={num_frames}")
+            check_length(path, frames, frames, info.fps, last_end)
     except DataError as err:
         problems.extend(err.problems)
     return problems, warnings

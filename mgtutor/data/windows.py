@@ -13,6 +13,9 @@ Glossary
   ``[s r, (e + 1) r)``.
 - window coordinate ``u``: a window of ``W`` sampled frames starting at ``w0`` covers positions
   ``[w0, w0 + W)`` and maps position ``x`` to ``u = (x - w0) / W``; a segment is ``(u_start, u_end)``.
+- feature step ``j``: every encoder emits one feature step per :data:`FEATURE_STRIDE` sampled frames
+  (step ``j`` summarises positions ``[4j, 4j + 4)``), so windows are a whole number of steps long and
+  precomputed features are stored at that rate.
 
 Going back, ``window_to_frames`` rounds ``x / r`` to the nearest frame, so frames -> window -> frames is
 the identity for every gesture.
@@ -29,11 +32,29 @@ import numpy as np
 
 # Float slack when flooring k * source_fps / fps: 29.97 fps gives products like 2.9999999999 for 3.
 _EPS = 1e-6
+FEATURE_STRIDE = 4  # sampled frames per feature step: the temporal stride of every encoder
+# Frame rates a video or a sampling rate may have. Outside, the arithmetic of this module breaks down (an
+# infinite or 1e-300 fps makes num_sampled loop for ever) and no camera films micro-gestures.
+FRAME_RATE_RANGE = (1.0, 1000.0)
+
+
+def check_frame_rate(fps: Any, name: str = "fps") -> float:
+    """``fps`` as a float, or ValueError naming ``name`` unless it is a number within
+    :data:`FRAME_RATE_RANGE` (finite: ``inf`` and ``nan`` are refused). The one rule for every frame rate
+    mgtutor reads: ``_data.csv``, the configuration, the commands' options."""
+    low, high = FRAME_RATE_RANGE
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be a frame rate from {low:g} to {high:g} frames a second, got {fps!r}")
+    return value
 
 
 def _check_rates(source_fps: float, fps: float) -> None:
-    if not source_fps > 0 or not fps > 0:
-        raise ValueError(f"frame rates must be positive, got source_fps={source_fps}, fps={fps}")
+    check_frame_rate(source_fps, "source_fps")
+    check_frame_rate(fps, "fps")
 
 
 def original_frame(k: Any, source_fps: float, fps: float) -> Any:

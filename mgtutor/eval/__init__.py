@@ -1,4 +1,5 @@
-"""mgtutor.eval: the challenge's F1, detection-mAP, and turning per-query outputs into detections."""
+"""mgtutor.eval: the challenge's F1, detection-mAP, turning per-query outputs into detections, and the
+evaluation pipeline (:func:`~mgtutor.eval.pipeline.evaluate_split`) that every entry point calls."""
 
 from mgtutor.eval.detection_map import DEFAULT_THRESHOLDS, MapResult, average_precision, detection_map
 from mgtutor.eval.miga_f1 import (
@@ -22,8 +23,11 @@ from mgtutor.eval.postprocess import (
     select_threshold,
     window_detections,
 )
-from mgtutor.eval.predict import apply_postprocessing, choose_postprocessing, evaluate_predictions, load_model
-from mgtutor.eval.predict import make_evaluator, predict_sequences, read_predictions, write_predictions
+from mgtutor.eval.postprocess import apply_postprocessing
+from mgtutor.eval.inference import load_model, predict_sequences
+from mgtutor.eval.prediction_files import read_predictions, write_predictions
+from mgtutor.eval.pipeline import Postprocessing, SplitEvaluation, choose_postprocessing, evaluate_predictions
+from mgtutor.eval.pipeline import evaluate_folder, evaluate_split, make_evaluator, resolve_postprocessing
 from mgtutor.eval.online import OnlineDetection, OnlineRecognizer, recognize_video
 
 __all__ = [
@@ -48,7 +52,8 @@ __all__ = [
     "query_detections",
     "select_threshold",
     "window_detections",
-    "apply_postprocessing", "choose_postprocessing", "evaluate_predictions", "load_model",
-    "make_evaluator", "predict_sequences", "read_predictions", "write_predictions",
+    "apply_postprocessing", "load_model", "predict_sequences", "read_predictions", "write_predictions",
+    "Postprocessing", "SplitEvaluation", "choose_postprocessing", "evaluate_predictions",
+    "evaluate_folder", "evaluate_split", "make_evaluator", "resolve_postprocessing",
     "OnlineDetection", "OnlineRecognizer", "recognize_video",
 ]

@@ -3,8 +3,8 @@
 The task's name is *online* recognition: a system watching a person should say "scratching head" soon
 after the gesture ends, not after the whole video. :class:`OnlineRecognizer` takes the original frames
 one at a time (``push``), in order, and ``finish()`` at the end of the stream. Its detections equal the
-offline path's (:mod:`mgtutor.eval.predict`) on the same video, after the same post-processing,
-because every step is the offline one:
+offline path's (:mod:`mgtutor.eval.inference`, then :mod:`mgtutor.eval.pipeline`) on the same video,
+after the same post-processing, because every step is the offline one:
 
 - sampling: original frame ``n`` becomes the sampled frames ``k`` with
   ``mgtutor.data.windows.original_frame(k) == n`` (what the offline decoder yields);
@@ -41,7 +41,6 @@ The video's frame count is the number of frames pushed; on a sequence whose vide
 from __future__ import annotations
 
 import functools
-import re
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -52,13 +51,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from mgtutor.config import Config, ConfigError, EvalConfig
+from mgtutor.config import Config, ConfigError
 from mgtutor.data.dataset import centre_box, frames_to_clip
-from mgtutor.data.smg import FILE_SUFFIXES, read_data
+from mgtutor.data.errors import DataError
+from mgtutor.data.smg import FILE_SUFFIXES, parse_sample_name, read_data, sample_name
 from mgtutor.data.video import iter_frames, probe
-from mgtutor.data.windows import num_sampled, original_frame, window_starts, window_to_frames
-from mgtutor.eval.postprocess import Detection, Selection, WindowDetections, merge_windows, nms, window_detections
-from mgtutor.eval.predict import last_layer, postprocessing_settings
+from mgtutor.data.windows import check_frame_rate, num_sampled, original_frame, window_starts, window_to_frames
+from mgtutor.eval.inference import last_layer
+from mgtutor.eval.postprocess import Detection, Settings, WindowDetections, merge_windows, nms, postprocessing_settings, window_detections
 
 
 class OnlineDetection(NamedTuple):
@@ -99,8 +99,9 @@ class OnlineRecognizer:
         cfg: its configuration (``data`` for sampling, windows and preprocessing).
         source_fps: the video's frame rate (the unit of its frame numbers).
         device: where the model is (default: the device of its parameters).
-        postprocessing: the score threshold and NMS: a :class:`~mgtutor.eval.postprocess.Selection`
-            chosen on the training split, or ``cfg.eval`` when that sets ``score_threshold`` (default).
+        postprocessing: the score threshold and NMS: a :class:`~mgtutor.eval.pipeline.Postprocessing`
+            (:func:`~mgtutor.eval.pipeline.resolve_postprocessing`), or ``cfg.eval`` when that sets
+            ``score_threshold`` (default).
 
     ``push(frame)`` takes each original frame, uint8 ``(H, W, 3)`` RGB resized so its short side is
     ``data.short_side`` (as ``iter_frames(..., short_side=cfg.data.short_side)`` decodes it), and returns
@@ -113,7 +114,7 @@ class OnlineRecognizer:
         cfg: Config,
         source_fps: float,
         device: torch.device | str | None = None,
-        postprocessing: Selection | EvalConfig | None = None,
+        postprocessing: Settings | None = None,
     ):
         if cfg.model.encoder == "features":
             raise ConfigError("online recognition reads video: model.encoder must be 'i3d' or 'small', not 'features'")
@@ -322,12 +323,22 @@ def video_source_fps(video: str | Path) -> float:
     """A video's frame rate: from the ``SampleXXXX_data.csv`` beside it when there is one (the unit of
     SMG's label files), else from the container."""
     video = Path(video)
-    match = re.match(r"^(Sample\d{1,6})_", video.name)
-    if match:
-        data = video.with_name(f"{match.group(1)}_{FILE_SUFFIXES['data']}")
+    sample = video_sample(video)
+    if sample is not None:
+        data = video.with_name(f"{sample_name(sample)}_{FILE_SUFFIXES['data']}")
         if data.exists():
             return read_data(data).fps
-    return probe(video).fps
+    rate = probe(video).fps
+    try:
+        return check_frame_rate(rate, "its container's frame rate")
+    except ValueError as err:
+        raise DataError(video, str(err)) from None
+
+
+def video_sample(video: str | Path) -> int | None:
+    """The sample id a video's name gives (``SampleXXXX_color.mp4`` and other ``SampleXXXX_*`` names), or None."""
+    parsed = parse_sample_name(Path(video).name)
+    return parsed.sample if parsed is not None and parsed.kind is not None else None
 
 
 def recognize_video(
@@ -335,7 +346,7 @@ def recognize_video(
     cfg: Config,
     video: str | Path,
     device: torch.device | str | None = None,
-    postprocessing: Selection | EvalConfig | None = None,
+    postprocessing: Settings | None = None,
     source_fps: float | None = None,
 ) -> Iterator[OnlineDetection]:
     """Decode ``video`` frame by frame (every original frame, resized as the offline decoder resizes

@@ -18,6 +18,8 @@ The path a test sequence takes (docs/reference.md, sections 1 and 3):
 4. :func:`filter_detections`: keep scores >= a threshold, then optionally per-class greedy NMS (a detection
    is dropped when its tIoU with a higher-scored kept detection of the same class exceeds ``nms_iou``).
    The two steps commute: a detection above the threshold can only be suppressed by a higher-scored one.
+   :func:`apply_postprocessing` does it for every sequence with the two settings of an object holding
+   them (the configuration's ``eval`` section, or a choice).
 
 Every extra detection lowers the challenge's precision, so the threshold and the NMS setting matter.
 :func:`select_threshold` picks them by the official F1 on the *training* split's predictions; choosing them
@@ -32,7 +34,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -163,6 +165,33 @@ def filter_detections(
     """Detections with score >= ``score_threshold``, then per-class NMS at ``nms_iou`` (None: no NMS)."""
     kept = [d for d in detections if d.score >= score_threshold]
     return kept if nms_iou is None else nms(kept, nms_iou)
+
+
+class Settings(Protocol):
+    """What post-processing needs: a :class:`Selection`, ``cfg.eval`` (:class:`~mgtutor.config.EvalConfig`)
+    or :class:`mgtutor.eval.pipeline.Postprocessing` all have these two."""
+
+    score_threshold: float | None
+    nms_iou: float | None
+
+
+def postprocessing_settings(settings: Settings) -> tuple[float, float | None]:
+    """``(score_threshold, nms_iou)`` of ``settings`` (``nms_iou`` None: no NMS), checked."""
+    if settings.score_threshold is None:
+        raise ValueError(
+            "eval.score_threshold is not set: choose it (mgtutor.eval.pipeline.resolve_postprocessing), "
+            "or set it (e.g. --set eval.score_threshold=0.3)"
+        )
+    if settings.nms_iou is not None and not 0 <= settings.nms_iou <= 1:
+        raise ValueError(f"eval.nms_iou must lie in [0, 1] (or be null for no NMS), got {settings.nms_iou}")
+    return float(settings.score_threshold), settings.nms_iou
+
+
+def apply_postprocessing(raw: Mapping[Hashable, Sequence[Detection]], settings: Settings) -> dict[Hashable, list[Detection]]:
+    """Each sequence's raw detections with scores >= the threshold, then per-class NMS when set
+    (:func:`filter_detections` with :func:`postprocessing_settings`)."""
+    threshold, nms_iou = postprocessing_settings(settings)
+    return {sample: filter_detections(found, threshold, nms_iou) for sample, found in raw.items()}
 
 
 def as_gestures(detections: Sequence[Detection]) -> list[tuple[int, float, float]]:

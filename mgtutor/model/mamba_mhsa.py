@@ -29,12 +29,15 @@ Shapes: b batch, q queries, d hidden size.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 from torch import nn
 
 from mgtutor.ssm import Mamba
 
-ORDERS = ("given", "centre", "bidirectional")
+QueryOrder = Literal["given", "centre", "bidirectional"]  # the module docstring's orders; also model.query_order
+ORDERS: tuple[str, ...] = get_args(QueryOrder)
 
 
 class ResidualMambaBlock(nn.Module):
@@ -99,7 +102,7 @@ class MambaMHSA(nn.Module):
         heads: int = 8,
         dropout: float = 0.1,
         mamba_blocks: int = 0,
-        order: str = "given",
+        order: QueryOrder = "given",
         d_state: int = 16,
         d_conv: int = 4,
         expand: int = 2,

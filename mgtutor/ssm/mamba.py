@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Literal, get_args
 
 import torch
 import torch.nn as nn
@@ -28,7 +29,8 @@ from einops import einsum, rearrange, repeat
 
 from mgtutor.ssm.scan import selective_scan
 
-BACKENDS = ("torch", "mamba_ssm", "auto")
+Backend = Literal["torch", "mamba_ssm", "auto"]  # also the allowed model.mamba_backend
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 _INSTALL_HINT = (
     "the 'mamba_ssm' backend needs the mamba-ssm package with its CUDA kernels: on a machine with a CUDA "
@@ -92,7 +94,7 @@ class Mamba(nn.Module):
         dt_init_floor: float = 1e-4,
         conv_bias: bool = True,
         bias: bool = False,
-        backend: str = "torch",
+        backend: Backend = "torch",
         device=None,
         dtype=None,
     ):

@@ -2,21 +2,21 @@
 
 A checkpoint is a plain dict (tensors, numbers, strings, lists and dicts only) so that
 ``torch.load(..., weights_only=True)`` can read it without unpickling arbitrary objects. It is written
-to a hidden temporary file in the destination folder, flushed to disk, then renamed over the old one
-with ``os.replace`` (atomic on POSIX and Windows): a run killed at any moment leaves either the previous
-checkpoint or the new one under the final name, never a half-written file.
+through :func:`mgtutor.files.atomic_path` (a hidden temporary file in the destination folder, flushed to
+disk, renamed over the old one): a run killed at any moment leaves either the previous checkpoint or the
+new one under the final name, never a half-written file.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from mgtutor.files import TorchFileError, atomic_path, load_torch_file
 
 FORMAT = 1  # bumped when the layout of the dict changes
 
@@ -25,64 +25,24 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, unreadable, or made for another model."""
 
 
-def _fsync_directory(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); directories cannot be opened this way on Windows."""
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _temporary_prefix(path: Path) -> str:
-    return f".{path.name}."
-
-
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` to ``path`` atomically: temporary file in the same folder, fsync, ``os.replace``.
-
-    Temporary files left by an earlier run that was killed mid-write are removed first; their hidden
-    names (``.last.pt.<random>.tmp``) can never be mistaken for a checkpoint.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = _temporary_prefix(path)
-    for stale in path.parent.glob(f"{prefix}*.tmp"):
-        stale.unlink(missing_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-    return path
-
-
-def _reason(err: Exception) -> str:
-    """The informative line of torch.load's error (not its advice to turn weights_only off)."""
-    text = str(err)
-    if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1]
-    return text.strip().splitlines()[0].split(". Please use")[0]
+    """Write ``state`` to ``path`` atomically (:func:`mgtutor.files.atomic_path`: a hidden temporary file
+    ``.last.pt.<random>.tmp`` in the same folder, fsync, ``os.replace``); returns ``path``."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+    """Read a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``.
+
+    Raises CheckpointError naming the file and why it cannot be used: missing, empty, truncated, a
+    Python global it asks for (refused without running anything), or not an mgtutor checkpoint.
+    """
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # a truncated or foreign file: say which one and why
-        raise CheckpointError(f"cannot read checkpoint {path}: {_reason(err)}") from err
+        state = load_torch_file(path, map_location, what="checkpoint")
+    except TorchFileError as err:
+        raise CheckpointError(str(err)) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an mgtutor checkpoint (format {FORMAT})")
     return state

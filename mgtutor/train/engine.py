@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -55,6 +55,10 @@ from mgtutor.train.distributed import (
 from mgtutor.train.log import append_record, write_log
 from mgtutor.train.losses import SetCriterion
 
+# Restored from a checkpoint's optimiser, scheduler and RNG states (or, for monitor, what best.pt was
+# chosen by): a resumed run refuses a change of these instead of ignoring it.
+KEPT_ON_RESUME = ("lr", "weight_decay", "lr_step", "lr_gamma", "seed", "monitor")
+AmpMode = Literal["bf16", "none"]  # bf16 autocast on CUDA, or float32 throughout; also train.amp
 Evaluate = Callable[[nn.Module, int], Mapping[str, float]]
 StepCallback = Callable[[int, dict[str, float]], None]
 
@@ -106,6 +110,29 @@ def _as_float32(output: Any) -> Any:
 def _worker_seed(seed: int, epoch: int, rank: int) -> int:
     """Seed of the data loader's generator (hence of its workers) for one epoch on one process."""
     return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def check_resume(config: Config, state: Mapping[str, Any]) -> None:
+    """Refuse to resume ``state`` (a checkpoint's dict) under ``config`` when they differ in a value the
+    checkpoint's model, optimiser, schedule or random state was built with (every ``model`` key and
+    :data:`KEPT_ON_RESUME`): CheckpointError naming each such key with both values."""
+    if not isinstance(state.get("config"), dict) or not {"model", "optimizer", "scheduler", "rng", "epoch", "history"} <= set(state):
+        raise CheckpointError("the checkpoint holds no training state to resume (a best.pt? resume from last.pt)")
+    try:
+        saved = config_from_dict(state["config"])
+    except ConfigError as err:
+        raise CheckpointError(f"the checkpoint's configuration cannot be read: {err}") from None
+    kept = [("model", f.name) for f in dataclasses.fields(saved.model)] + [("train", key) for key in KEPT_ON_RESUME]
+    differences = [
+        f"{section}.{key}: {then!r} in the checkpoint, {now!r} now"
+        for section, key in kept
+        if (then := getattr(getattr(saved, section), key)) != (now := getattr(getattr(config, section), key))
+    ]
+    if differences:
+        raise CheckpointError(
+            "a resumed run continues the checkpoint's model, optimiser, schedule and random state, so it cannot "
+            f"change {'; '.join(differences)} (drop those values, or train afresh into another train.out)"
+        )
 
 
 class Trainer:
@@ -189,6 +216,7 @@ class Trainer:
         self.global_step = 0  # optimiser steps taken
         self.history: list[dict[str, Any]] = []  # one record per completed epoch (the log's lines)
         self.best: dict[str, Any] | None = None  # the record with the highest eval/<train.monitor>
+        self._rewrite_log = False  # set by load_state_dict: the first save replaces the log with the history
 
     # -- one step, one epoch, the whole run ----------------------------------------------------------
 
@@ -279,9 +307,6 @@ class Trainer:
 
     def fit(self) -> list[dict[str, Any]]:
         """Train from the current epoch to ``train.epochs`` (or ``train.max_steps``); returns the history."""
-        if self.context.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_config(self.config, self.out / "config.yaml")
         while self.epoch < self.config.train.epochs and not self.max_steps_reached:
             self.train_one_epoch()
         return self.history
@@ -334,23 +359,30 @@ class Trainer:
             self.best = summary
         state = self.state_dict()
         if self.context.is_main:
+            # config.yaml and the log are written with the checkpoint, so a run that fails before its
+            # first epoch ends (a refused resume, bad data) leaves the folder as it found it
             save_checkpoint(state, self.out / LAST)
             if improved:
                 best = {key: state[key] for key in ("format", "model", "epoch", "global_step", "config", "metrics")}
                 save_checkpoint(best, self.out / BEST)
-            append_record(self.out / LOG, summary)
+            save_config(self.config, self.out / "config.yaml")
+            if self._rewrite_log:  # a resumed run: the checkpoint's history replaces whatever the log holds
+                write_log(self.out / LOG, self.history)
+                self._rewrite_log = False
+            else:
+                append_record(self.out / LOG, summary)
         barrier(self.context)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Continue from a checkpoint made by :meth:`state_dict` (the model must be configured alike)."""
-        saved_model = config_from_dict(state["config"]).model
-        if saved_model != self.config.model:
-            differences = []
-            for f in dataclasses.fields(saved_model):
-                then, now = getattr(saved_model, f.name), getattr(self.config.model, f.name)
-                if then != now:
-                    differences.append(f"model.{f.name}: {then!r} in the checkpoint, {now!r} now")
-            raise CheckpointError("the checkpoint was made for another model: " + "; ".join(differences))
+        """Continue from a checkpoint made by :meth:`state_dict`.
+
+        The checkpoint's model, optimiser, schedule and random state are restored as they are, so the
+        values that built them (every ``model`` key and :data:`KEPT_ON_RESUME`) must be the ones in the
+        checkpoint: a changed one is refused with its key named (rather than silently ignored). Every
+        other value (``train.epochs``, ``max_steps``, the loss weights, ``data``, ``eval``...) applies
+        from here on and is recorded in the next checkpoint and ``config.yaml``.
+        """
+        check_resume(self.config, state)
         unwrap_model(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -361,18 +393,17 @@ class Trainer:
         self.global_step = state["global_step"]
         self.history = list(state["history"])
         self.best = state["metrics"]["best"]
+        self._rewrite_log = True  # the history comes from the checkpoint: the log follows it at the next save
 
     def resume(self, path: str | Path | None = None) -> None:
-        """Load ``path`` (default ``<train.out>/last.pt``) and rewrite the log to match it.
+        """Load ``path`` (default ``<train.out>/last.pt``); nothing is written until the next epoch ends.
 
         The log may hold a line for an epoch whose checkpoint was never written (a run killed between
-        the two writes); the checkpoint's history is the truth.
+        the two writes); the checkpoint's history is the truth, and replaces the log when the first
+        resumed epoch is saved.
         """
         path = Path(path) if path is not None else self.out / LAST
         self.load_state_dict(load_checkpoint(path))
-        if self.context.is_main:
-            write_log(self.out / LOG, self.history)
-        barrier(self.context)
 
 
 def build_trainer(
@@ -436,11 +467,15 @@ def train(
     checkpoint = None if resume is False else last if resume is True else Path(resume)
     if checkpoint is not None and not checkpoint.is_file():
         raise CheckpointError(f"no checkpoint at {checkpoint} to resume from")
+    # read and check the checkpoint before the data is touched: a refused resume costs nothing, writes nothing
+    state = None if checkpoint is None else load_checkpoint(checkpoint)
+    if state is not None:
+        check_resume(config, state)
     context = init_distributed(device)
     try:
         trainer = build_trainer(config, context=context, evaluate=evaluate, progress=progress)
-        if checkpoint is not None:
-            trainer.resume(checkpoint)
+        if state is not None:
+            trainer.load_state_dict(state)
         trainer.fit()
         barrier(context)  # no process leaves while another still writes
     finally:

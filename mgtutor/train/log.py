@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from mgtutor.files import write_atomic
+
 
 def append_record(path: str | Path, record: dict[str, Any]) -> None:
     """Add one epoch's record as a line at the end of the log."""
@@ -26,14 +28,7 @@ def append_record(path: str | Path, record: dict[str, Any]) -> None:
 
 def write_log(path: str | Path, records: Iterable[dict[str, Any]]) -> None:
     """Replace the log with ``records`` atomically (used on resume, from the checkpoint's history)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as handle:
-        handle.writelines(json.dumps(record) + "\n" for record in records)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, "".join(json.dumps(record) + "\n" for record in records))
 
 
 def read_log(path: str | Path) -> list[dict[str, Any]]:

@@ -1,0 +1,132 @@
+"""mgtutor.config: every value checked on construction, Literal choices owned by the code that uses them,
+finite numbers, the subjects of each split."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import pytest
+
+from mgtutor.config import (
+    SPLITS,
+    Config,
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    TrainConfig,
+    _field_types,
+    config_from_dict,
+    load_config,
+)
+from mgtutor.data.smg import TEST_SUBJECTS, TRAIN_SUBJECTS
+from mgtutor.data.synthetic import DIFFICULTIES
+from mgtutor.data.windows import FEATURE_STRIDE
+from mgtutor.eval.pipeline import ChooseOn
+from mgtutor.model.encoder import ENCODERS, STRIDE
+from mgtutor.model.mamba_mhsa import ORDERS
+from mgtutor.ssm.mamba import BACKENDS
+from mgtutor.train.engine import AmpMode
+
+SECTIONS = (DataConfig, ModelConfig, TrainConfig, EvalConfig)
+
+
+def test_allowed_values_are_the_literals_of_the_code_that_uses_them():
+    choices = {
+        (ModelConfig, "encoder"): ENCODERS,
+        (ModelConfig, "query_order"): ORDERS,
+        (ModelConfig, "mamba_backend"): BACKENDS,
+        (TrainConfig, "amp"): typing.get_args(AmpMode),
+        (DataConfig, "synthetic_difficulty"): DIFFICULTIES,
+        (EvalConfig, "choose_on"): typing.get_args(ChooseOn),
+    }
+    for (section, key), allowed in choices.items():
+        assert typing.get_args(_field_types(section)[key]) == allowed, key
+    assert ENCODERS == ("i3d", "small", "features") and typing.get_args(ChooseOn) == ("train", "val")
+    assert SPLITS == ("train", "val", "test", "all")
+    with pytest.raises(ConfigError, match="model.query_order must be 'given', 'centre' or 'bidirectional', got 'random'"):
+        config_from_dict({"model": {"query_order": "random"}})
+    # the same check when a section is built in Python, and on every dataclasses.replace
+    with pytest.raises(ConfigError, match="model.encoder must be 'i3d', 'small' or 'features', got 'resnet'"):
+        ModelConfig(encoder="resnet")
+    with pytest.raises(ConfigError, match="train.amp must be 'bf16' or 'none'"):
+        dataclasses.replace(TrainConfig(), amp="fp16")
+
+
+def test_facts_stated_once():
+    assert STRIDE == FEATURE_STRIDE == 4
+    assert DataConfig().train_subjects == list(TRAIN_SUBJECTS) and DataConfig().test_subjects == list(TEST_SUBJECTS)
+    with pytest.raises(ConfigError, match=f"data.window must be a positive multiple of {FEATURE_STRIDE}"):
+        DataConfig(window=30)
+
+
+def _float_keys():
+    for section in SECTIONS:
+        for f in dataclasses.fields(section):
+            if float in (_field_types(section)[f.name], *typing.get_args(_field_types(section)[f.name])):
+                yield section.section, f.name
+
+
+@pytest.mark.parametrize(("section", "key"), list(_float_keys()))
+@pytest.mark.parametrize("value", ["nan", ".nan", ".inf", "-.inf"])
+def test_no_number_may_be_nan_or_infinite(section, key, value):
+    # nan passes every range check (nan < 0 is False): train.clip_grad=nan silently turned clipping off
+    with pytest.raises(ConfigError, match=rf"{section}\.{key} must be a finite number"):
+        load_config(None, [f"{section}.{key}={value}"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.clip_grad=-0.1", "train.clip_grad must be >= 0"),
+        ("train.weight_decay=-1", "train.weight_decay must be >= 0"),
+        ("train.lr=0", "train.lr must be positive"),
+        ("train.lr_gamma=2", "train.lr_gamma must lie in (0, 1]"),
+        ("train.seed=-1", "train.seed must be >= 0"),
+        ("train.max_steps=0", "train.max_steps must be >= 1"),
+        ("data.short_side=0", "data.short_side must be a whole number of pixels from 1 to 4096"),
+        ("data.fps=0", "data.fps must be a frame rate from 1 to 1000"),
+        ("data.synthetic_fps=5000", "data.synthetic_fps must be a frame rate from 1 to 1000"),
+        ("data.crop=0", "data.crop must be >= 1"),
+        ("model.dropout=1", "model.dropout must lie in [0, 1)"),
+        ("eval.score_threshold=1.5", "eval.score_threshold must lie in [0, 1]"),
+        ("eval.nms_iou=-0.1", "eval.nms_iou must lie in [0, 1]"),
+        ("data.train_subjects=[0,1]", "data.train_subjects must hold subject ids >= 1"),
+    ],
+)
+def test_values_that_make_no_sense_are_refused_by_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert message in str(err.value)
+
+
+def test_validation_subjects_are_held_out_of_training():
+    cfg = load_config(None, ["data.train_subjects=[1,2,3,4,5]", "data.val_subjects=[4,5]", "data.test_subjects=[6]"])
+    assert cfg.data.subjects("train") == [1, 2, 3] and cfg.data.subjects("val") == [4, 5]
+    assert cfg.data.subjects("test") == [6] and cfg.data.subjects("all") is None
+    assert cfg.eval.choose_on == "train"  # the default chooses on what training fitted, as before
+    assert load_config(None).data.subjects("val") == [] and load_config(None).data.subjects("train") == list(TRAIN_SUBJECTS)
+    with pytest.raises(ConfigError, match=r"data.val_subjects must be a part of data.train_subjects .* \[7\]"):
+        load_config(None, ["data.train_subjects=[1,2]", "data.val_subjects=[7]"])
+    with pytest.raises(ConfigError, match="data.val_subjects holds every training subject"):
+        load_config(None, ["data.train_subjects=[1,2]", "data.val_subjects=[1,2]"])
+    with pytest.raises(ConfigError, match="eval.choose_on is 'val' but data.val_subjects is empty"):
+        Config(eval=EvalConfig(choose_on="val"))
+    # with a configured threshold nothing is chosen, so no validation subjects are needed
+    assert Config(eval=EvalConfig(choose_on="val", score_threshold=0.5)).eval.choose_on == "val"
+    with pytest.raises(ValueError, match="split must be one of"):
+        cfg.data.subjects("dev")
+
+
+def test_precomputed_features_need_strides_in_feature_steps():
+    with pytest.raises(ConfigError, match="data.test_stride \\(30\\) must be a multiple of 4"):
+        config_from_dict({"model": {"encoder": "features"}, "data": {"test_stride": 30}})
+    assert config_from_dict({"model": {"encoder": "small"}, "data": {"test_stride": 30}}).data.test_step == 30
+
+
+def test_yaml_errors_are_one_line(tmp_path):
+    (tmp_path / "bad.yaml").write_text("train: [epochs\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(tmp_path / "bad.yaml")
+    assert "\n" not in str(err.value) and "bad.yaml is not valid YAML" in str(err.value)
