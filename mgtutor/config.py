@@ -39,7 +39,8 @@ class DataConfig:
     short_side: int = 256  # frames are resized so their short side is this in the cache
     crop: int = 224  # training crop (random) and test crop (centre)
     flip: bool = False  # some micro-gestures are side-specific, so no flips by default
-    jitter: float = 0.1  # photometric jitter strength for training
+    augment: str = "jitter"  # training augmentation: "jitter" (mgtutor's) or "pointtad" (PointTAD's distortion + rotation)
+    jitter: float = 0.1  # photometric jitter strength for training (augment: jitter)
     num_workers: int = 0
     # synthetic set, used when root is None
     synthetic_dir: str = "data/synthetic"
@@ -59,6 +60,8 @@ class DataConfig:
             value = getattr(self, key)
             if value is not None and value <= 0:
                 raise ConfigError(f"data.{key} must be positive, got {value}")
+        if self.augment not in ("jitter", "pointtad"):
+            raise ConfigError(f"data.augment must be 'jitter' or 'pointtad', got {self.augment!r}")
         if self.synthetic_difficulty not in ("demo", "hard"):
             raise ConfigError(f"data.synthetic_difficulty must be 'demo' or 'hard', got {self.synthetic_difficulty!r}")
 
