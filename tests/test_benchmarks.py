@@ -211,13 +211,20 @@ def test_data_speed_quick(tmp_path):
     step = tmp_path / "step.json"
     step.write_text(json.dumps({"model": {"rows": [{"windows_per_s": 4.0}, {"windows_per_s": 8.0}]}}))
     out = tmp_path / "data.json"
-    assert data_speed.main(["--quick", "--step-json", str(step), "--json", str(out)]) == 0
+    assert data_speed.main(["--quick", "--step-json", str(step), "--json", str(out), "--readme", str(tmp_path / "README.md")]) == 0
     results = json.loads(out.read_text())
-    assert [r["workers"] for r in results["rows"]] == [0, 1]
+    paths = list(data_speed.PATHS)
+    assert [(r["path"], r["workers"]) for r in results["rows"]] == [(p, w) for w in (0, 1) for p in paths]
     assert all(r["windows_per_s"] > 0 for r in results["rows"]) and results["step_rate"] == 8.0
-    per_worker = results["rows"][1]["windows_per_s"]
-    assert results["workers_needed"] == data_speed.workers_needed(8.0, per_worker)
-    assert set(results["stages"]) == {"read uint8 crop", "read + to float32", "whole item (+ random crop, jitter)"}
+    for path in paths:
+        per_worker = next(r["windows_per_s"] for r in results["rows"] if r["path"] == path and r["workers"] == 1)
+        assert results["workers_needed"][path] == data_speed.workers_needed(8.0, per_worker)
+    # 3 x 64 x 32 x 32 pixels: float32 against uint8 plus the four jitter parameters
+    assert results["bytes"] == {"float32 in the workers": 4 * 3 * 64 * 32 * 32, "uint8 to the device": 3 * 64 * 32 * 32 + 4 * 4}
+    assert results["device"] == "cpu" and results["device_windows_per_s"] > 0
+    assert set(results["stages"]) == {"read uint8 crop", "read + to float32", *(f"whole item, {p}" for p in paths)}
+    text = (tmp_path / "README.md").read_text()
+    assert "## Data loading" in text and "| uint8 to the device | 1 |" in text and "host-to-device a window" in text
 
 
 # -- README sections, the GPU check ---------------------------------------------------------------------------
