@@ -1,7 +1,8 @@
 """Named configurations: one dataclass tree, loaded from YAML and overridden with ``key=value``.
 
 Every run of mgtutor (the CPU demo, the paper's SMG setup, a benchmark) is a :class:`Config`.
-``configs/*.yaml`` hold the named ones; the command line changes single values with
+``configs/*.yaml`` hold the named ones; a file may start from another with ``base: other.yaml`` (a path
+relative to the file) and state only the values that differ; the command line changes single values with
 ``--set model.mamba_blocks=0``. A wrong key or a value of the wrong type is refused with an error
 naming the key, never silently ignored.
 """
@@ -271,21 +272,42 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, name, value
 
 
+BASE_KEY = "base"
+
+
+def _read_values(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The sections of a YAML file, with those of its ``base:`` file (recursively) under them."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read configuration file {path}: {err.strerror}") from err
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (data, model, train, eval)")
+    base = values.pop(BASE_KEY, None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: '{BASE_KEY}' must be the path of another configuration file, got {base!r}")
+    base_path = path.parent / base
+    if base_path.resolve() in seen or base_path.resolve() == path.resolve():
+        raise ConfigError(f"{path}: '{BASE_KEY}: {base}' leads back to a file that is already being read")
+    merged = _read_values(base_path, (*seen, path.resolve()))
+    for section, entries in values.items():
+        if isinstance(entries, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **entries}
+        else:
+            merged[section] = entries
+    return merged
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML configuration (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise ConfigError(f"cannot read configuration file {path}: {err.strerror}") from err
-        try:
-            values = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {err}") from err
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path} must hold a mapping of sections (data, model, train, eval)")
+    """Read a YAML configuration (or the defaults when ``path`` is None), starting from its ``base:`` file
+    when it names one, and apply ``key=value`` overrides."""
+    values = _read_values(Path(path)) if path is not None else {}
     return override_config(values, overrides)
 
 

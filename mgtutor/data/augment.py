@@ -117,10 +117,12 @@ def augment_clips(clips: torch.Tensor, params: torch.Tensor | None, kind: str) -
     in [-1, 1] on the clips' device.
 
     ``params`` may stay on the CPU: the per-window coefficients are computed there and only ``b`` numbers
-    a coefficient travel, so choosing which windows to rotate or flip never waits for the device.
+    a coefficient travel, so choosing which windows to rotate or flip never waits for the device. A float
+    input is changed in place.
     """
     _check_kind(kind)
-    x = to_float(clips) if clips.dtype == torch.uint8 else clips.float()
+    # uint8 clips may arrive as channels-first views of channels-last memory: transpose them while still uint8
+    x = to_float(clips.contiguous()) if clips.dtype == torch.uint8 else clips.float().contiguous()
     if params is None:
         return x
     names = PARAMETERS[kind]

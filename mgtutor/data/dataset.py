@@ -2,8 +2,9 @@
 
 An item (``WindowDataset[i]``) is a dict:
 - ``"clip"``: float32 ``(3, T, H, W)`` in [-1, 1] (T = ``data.window``, H = W = ``data.crop``), or, with
-  ``uint8=True`` (what training and prediction use), the uint8 crop ``(3, T, H, W)`` that the device turns
-  into the float clip (:func:`model_inputs`); in features mode ``"features"``: float32 ``(feature_dim, T // 4)``;
+  ``uint8=True`` (what training and prediction use), the uint8 crop ``(3, T, H, W)`` (a view of the frames'
+  channels-last memory) that the device turns into the float clip (:func:`model_inputs`); in features
+  mode ``"features"``: float32 ``(feature_dim, T // 4)``;
 - ``"augment"`` (uint8 training clips only): the window's augmentation parameters ``(k,)``
   (:func:`mgtutor.data.augment.draw_parameters`);
 - ``"segments"``: float32 ``(g, 2)`` in window coordinates; ``"labels"``: int64 ``(g,)`` 0-based;
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 from einops import rearrange
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from mgtutor.config import ConfigError
 from mgtutor.data.augment import augment_clips, draw_parameters, to_float
@@ -66,10 +67,17 @@ def centre_box(height: int, width: int, size: int) -> tuple[int, int]:
 
 def frames_to_uint8_clip(frames: np.ndarray, window: int) -> torch.Tensor:
     """Cropped uint8 frames ``(t, h, w, 3)``, ``1 <= t <= window`` -> uint8 clip ``(3, window, h, w)``; a
-    window reaching past the end of its sequence repeats the last frame."""
+    window reaching past the end of its sequence repeats the last frame.
+
+    The clip is a channels-first view of the frames' channels-last copy: no transposing copy here (a
+    loader worker's time goes to reading), :func:`collate` stacks such clips as they are, and the
+    transposition happens where the clip becomes float (:func:`mgtutor.data.augment.augment_clips`).
+    """
     if len(frames) < window:
         frames = np.concatenate([frames, np.repeat(frames[-1:], window - len(frames), axis=0)])
-    return torch.from_numpy(np.ascontiguousarray(rearrange(frames, "t h w c -> c t h w")))
+    else:
+        frames = np.array(frames)  # a copy: the frames may be a read-only memory map
+    return rearrange(torch.from_numpy(frames), "t h w c -> c t h w")
 
 
 def frames_to_clip(frames: np.ndarray, window: int) -> torch.Tensor:
@@ -77,7 +85,7 @@ def frames_to_clip(frames: np.ndarray, window: int) -> torch.Tensor:
     [-1, 1] (:func:`frames_to_uint8_clip`, then :func:`mgtutor.data.augment.to_float`). Online prediction
     builds its clips with this too, so both paths see the same numbers."""
     # channels first while still uint8 (cheap), so the float passes run over contiguous memory
-    return to_float(frames_to_uint8_clip(frames, window))
+    return to_float(frames_to_uint8_clip(frames, window).contiguous())
 
 
 class WindowDataset(Dataset):
@@ -196,13 +204,24 @@ class WindowDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(part))
 
 
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``(b, ...)``; in a loader worker straight into shared memory (``default_collate``), so handing the
+    batch to the training process copies nothing more. Channels-first views of channels-last clips
+    (:func:`frames_to_uint8_clip`) are stacked in their own memory order and stay views."""
+    first = tensors[0]
+    if first.ndim == 4 and first.stride(0) == 1 and not first.is_contiguous():  # (c, t, h, w) over (t, h, w, c)
+        stacked = default_collate([rearrange(x, "c t h w -> t h w c") for x in tensors])
+        return rearrange(stacked, "b t h w c -> b c t h w")
+    return default_collate(tensors)
+
+
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack clips (or features) into a batch ``(b, ...)``, and augmentation parameters ``(b, k)`` when the
     items have them; segments, labels and meta stay lists, and ``"targets"`` pairs them as the losses expect
     (``[{"segments", "labels"}, ...]``)."""
     key = "features" if "features" in items[0] else "clip"
     batch = {
-        key: torch.stack([item[key] for item in items]),
+        key: _stack([item[key] for item in items]),
         "segments": [item["segments"] for item in items],
         "labels": [item["labels"] for item in items],
         "meta": [item["meta"] for item in items],
