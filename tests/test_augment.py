@@ -268,3 +268,16 @@ def test_the_trainer_reads_uint8_and_feeds_the_model_the_float_clip(root, cache)
     expected = collate([float_set[i] for i in list(trainer.sampler)[:3]])["clip"]
     assert batch["clip"].dtype == torch.uint8 and inputs.dtype == torch.float32
     assert torch.equal(inputs, expected)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_uint8_clips_from_a_worker_are_the_items(root, cache, batch_size):
+    from torch.utils.data import DataLoader
+
+    dataset = WindowDataset(load_root(root), _cfg(cache), "test", uint8=True)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=1, collate_fn=collate)
+    batches = list(loader)
+    clips = torch.cat([batch["clip"] for batch in batches])
+    assert clips.dtype == torch.uint8 and len(clips) == len(dataset)
+    assert torch.equal(clips, torch.stack([dataset[i]["clip"] for i in range(len(dataset))]))
+    assert torch.equal(model_inputs(batches[0], "cpu"), collate([WindowDataset(load_root(root), _cfg(cache), "test")[i] for i in range(batch_size)])["clip"])

@@ -168,8 +168,15 @@ def test_train_step_quick_writes_both_parts(tmp_path):
     assert model["windows_per_s"] > 0 and model["peak_bytes"] > 0 and model["crop"] == 32
     assert 0 < model["matching_share"] <= model["loss_share"] < 1
     assert results["flops"]["per_window"] == flops.step_flops(QUICK, 1, 16, 32).total
+    features = results["features"]
+    assert [r["name"] for r in features["rows"]] == ["end to end (I3D + decoder)", "features mode (decoder on I3D features)"]
+    assert features["speedup"] == pytest.approx(features["rows"][0]["median_s"] / features["rows"][1]["median_s"])
+    assert features["speedup"] > 1  # the features-mode step skips I3D's forward and backward
+    extract = features["extract"]
+    assert extract["windows"] == 3 and extract["windows_per_s"] > 0 and extract["crop"] == 32 and extract["window"] == 16
     text = (tmp_path / "README.md").read_text()
     assert text.startswith("# Benchmarks") and "## Training step" in text and "Mamba-MHSA / attention decoder step" in text
+    assert "features-mode step" in text and "extraction (frozen I3D" in text
 
 
 def test_model_step_in_channels_last_with_shares_and_a_failing_compile(monkeypatch):
@@ -272,6 +279,8 @@ def test_gpu_check_runs_every_stage_on_the_cpu_at_toy_sizes(tmp_path):
     training = json.loads((tmp_path / "train.json").read_text())
     assert training["loss_falls"] and training["steps"] == 60 and training["windows_per_s"] > 0
     summary = (tmp_path / "summary.md").read_text()
-    for row in ("decoder step, Mamba-MHSA / attention", "whole model, batch 1, 32 px", "training, toy sizes, 60 steps", "stage times"):
+    for row in ("decoder step, Mamba-MHSA / attention", "whole model, batch 1, 32 px", "training, toy sizes, 60 steps", "stage times",
+                "features-mode step (decoder on I3D features)", "data loading, windows/s: uint8 to the device / float32 in the workers"):  # fmt: skip
         assert row in summary
-    assert (tmp_path / "step.log").exists() and (tmp_path / "train.log").exists()
+    assert "0 workers" in summary and "1 workers" in summary and "4.0x fewer bytes" in summary
+    assert all((tmp_path / f"{stage}.log").exists() for stage in ("step", "train", "data"))

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 from einops import rearrange
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from mgtutor.config import ConfigError
 from mgtutor.data.augment import augment_clips, draw_parameters, to_float
@@ -65,19 +65,30 @@ def centre_box(height: int, width: int, size: int) -> tuple[int, int]:
     return (height - size) // 2, (width - size) // 2
 
 
-def frames_to_uint8_clip(frames: np.ndarray, window: int) -> torch.Tensor:
-    """Cropped uint8 frames ``(t, h, w, 3)``, ``1 <= t <= window`` -> uint8 clip ``(3, window, h, w)``; a
-    window reaching past the end of its sequence repeats the last frame.
+def _new_uint8(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised uint8 tensor; inside a DataLoader worker in shared memory (as ``default_collate``
+    allocates its batches), so handing it to the training process copies nothing."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    empty = torch.empty(0, dtype=torch.uint8)
+    return empty.new(empty._typed_storage()._new_shared(math.prod(shape), device="cpu")).view(shape)
 
-    The clip is a channels-first view of the frames' channels-last copy: no transposing copy here (a
-    loader worker's time goes to reading), :func:`collate` stacks such clips as they are, and the
-    transposition happens where the clip becomes float (:func:`mgtutor.data.augment.augment_clips`).
+
+def frames_to_uint8_clip(frames: np.ndarray, window: int) -> torch.Tensor:
+    """Cropped uint8 frames ``(t, h, w, 3)``, ``1 <= t <= window`` (an array or a slice of a memory map) ->
+    uint8 clip ``(3, window, h, w)``; a window reaching past the end of its sequence repeats the last frame.
+
+    The frames are copied once, in their channels-last order, into a new tensor (shared memory in a
+    loader worker); the clip is a channels-first view of it. :func:`collate` hands such clips over as they
+    are, and the transposition happens where the clip becomes float
+    (:func:`mgtutor.data.augment.augment_clips`).
     """
-    if len(frames) < window:
-        frames = np.concatenate([frames, np.repeat(frames[-1:], window - len(frames), axis=0)])
-    else:
-        frames = np.array(frames)  # a copy: the frames may be a read-only memory map
-    return rearrange(torch.from_numpy(frames), "t h w c -> c t h w")
+    count = len(frames)
+    out = _new_uint8((window, *frames.shape[1:]))
+    array = out.numpy()
+    array[:count] = frames
+    array[count:] = array[count - 1]
+    return rearrange(out, "t h w c -> c t h w")
 
 
 def frames_to_clip(frames: np.ndarray, window: int) -> torch.Tensor:
@@ -205,10 +216,13 @@ class WindowDataset(Dataset):
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """``(b, ...)``; in a loader worker straight into shared memory (``default_collate``), so handing the
-    batch to the training process copies nothing more. Channels-first views of channels-last clips
-    (:func:`frames_to_uint8_clip`) are stacked in their own memory order and stay views."""
+    """``(b, ...)``. One tensor becomes a batch of one without a copy (in a loader worker it is already in
+    shared memory when :func:`frames_to_uint8_clip` made it); several are stacked, in a loader worker
+    straight into shared memory (``default_collate``), channels-first views of channels-last clips in
+    their own memory order."""
     first = tensors[0]
+    if len(tensors) == 1:
+        return first[None]
     if first.ndim == 4 and first.stride(0) == 1 and not first.is_contiguous():  # (c, t, h, w) over (t, h, w, c)
         stacked = default_collate([rearrange(x, "c t h w -> t h w c") for x in tensors])
         return rearrange(stacked, "b t h w c -> b c t h w")
