@@ -281,3 +281,17 @@ def test_uint8_clips_from_a_worker_are_the_items(root, cache, batch_size):
     assert clips.dtype == torch.uint8 and len(clips) == len(dataset)
     assert torch.equal(clips, torch.stack([dataset[i]["clip"] for i in range(len(dataset))]))
     assert torch.equal(model_inputs(batches[0], "cpu"), collate([WindowDataset(load_root(root), _cfg(cache), "test")[i] for i in range(batch_size)])["clip"])
+
+
+def test_the_pointtad_augmentation_configuration_differs_from_the_paper_only_there():
+    from dataclasses import replace
+    from pathlib import Path
+
+    from mgtutor.config import load_config
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    paper, pointtad = load_config(configs / "smg_paper.yaml"), load_config(configs / "smg_paper_pointtad_augment.yaml")
+    assert (paper.data.augment, paper.data.crop, paper.data.flip) == ("jitter", 224, False)
+    assert (pointtad.data.augment, pointtad.data.crop, pointtad.data.flip) == ("pointtad", 192, True)
+    assert replace(pointtad.data, augment="jitter", crop=224, flip=False) == paper.data
+    assert pointtad.model == paper.model and replace(pointtad.train, out=paper.train.out) == paper.train
