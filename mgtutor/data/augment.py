@@ -151,9 +151,10 @@ def jitter_(clips: torch.Tensor, brightness: torch.Tensor, contrast: torch.Tenso
     b, c, s = (v.to(torch.float64) for v in (brightness, contrast, saturation))
     grey = clips.mean(1, keepdim=True)  # (b, 1, t, h, w): g
     mean = grey.mean((2, 3, 4), keepdim=True)  # (b, 1, 1, 1, 1): m
+    wide = torch.float32 if clips.device.type == "mps" else torch.float64  # MPS has no float64
+    shift = (_per_window(b, clips).to(wide) - _per_window(c, clips).to(wide) * mean.to(wide)).to(torch.float32)
     clips.mul_(_per_window((1 + c) * (1 + s), clips)).addcmul_(grey, _per_window(-(1 + c) * s, clips))
-    clips.add_(_per_window(b, clips) - _per_window(c, clips) * mean)
-    return clips.clamp_(-1.0, 1.0)
+    return clips.add_(shift).clamp_(-1.0, 1.0)
 
 
 def rgb_to_hsv(rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
