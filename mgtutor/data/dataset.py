@@ -100,7 +100,13 @@ def frames_to_clip(frames: np.ndarray, window: int) -> torch.Tensor:
 
 
 class WindowDataset(Dataset):
-    """Windows of ``sequences`` cut by ``data_cfg``'s rules for ``split`` ("train" or "test")."""
+    """Windows of ``sequences`` cut by ``data_cfg``'s rules for ``split`` ("train" or "test").
+
+    ``features``: items hold precomputed features of ``feature_dim`` channels instead of clips;
+    ``augment``: random crops and ``data.augment`` (default: for "train"); ``uint8``: items hold the uint8
+    crop and the augmentation's parameters, for :func:`model_inputs` to make float on the training device
+    (training and prediction), instead of the float clip (what a notebook shows).
+    """
 
     def __init__(
         self,
