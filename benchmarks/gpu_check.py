@@ -284,10 +284,11 @@ def summary_table(info: dict, stages: dict, step: dict | None, training: dict | 
     features = (step or {}).get("features")
     if features:
         extract = features["extract"]
+        speedup = f"{features['speedup']:.1f}x faster than the end-to-end step; " if "speedup" in features else ""
         rows.append((
             "features-mode step (decoder on I3D features)",
-            f"{features['speedup']:.1f}x faster than the end-to-end step; extraction {extract['windows_per_s']:.1f} windows/s "
-            f"({extract['video_s_per_s']:.0f} s of 10 fps video a second, {extract['crop']} px)",
+            f"{speedup}extraction {extract['windows_per_s']:.1f} windows/s ({extract['video_s_per_s']:.0f} s of 10 fps video "
+            f"a second, {extract['crop']} px)",
         ))  # fmt: skip
     if "step" in stages and not step:
         rows.append(("step benchmark", f"{stages['step']['status']} (see step.log)"))

@@ -3,6 +3,7 @@
     python benchmarks/train_step.py                  # both parts at this device's sizes
     python benchmarks/train_step.py --part decoder   # (a) only
     python benchmarks/train_step.py --part features  # (c) only
+    python benchmarks/train_step.py --part extract --crop 224 --extract-windows 3   # (c)'s extraction alone
     python benchmarks/train_step.py --quick          # tiny sizes, seconds (what the tests run)
     python benchmarks/train_step.py --json step.json --readme benchmarks/README.md
 
@@ -584,7 +585,8 @@ def _rows_json(rows: list[Row]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("decoder", "model", "features", "all"), default="all")
+    parser.add_argument("--part", choices=("decoder", "model", "features", "extract", "all"), default="all",
+                        help="(a) decoder, (b) model, (c) features (the steps and the extraction), extract (only the extraction)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="tiny model and window, one repeat: a smoke test")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, help="timed steps per case (default 9 for the decoder, 5 for the model; 10 on CUDA)")
@@ -700,26 +702,31 @@ def main(argv: list[str] | None = None) -> int:
         results["model"] = {"rows": _rows_json(rows)}
         sections.append("\n\n".join(lines[:1]) + ".\n\n" + "\n\n".join(lines[1:]))
 
-    if args.part in ("features", "all"):
-        rows = features_part(cfg, device, window, crop, repeats_b, warmup, log)
-        speedup = rows[0].median / rows[1].median
-        table = format_features_table(rows, absolute)
+    if args.part in ("features", "extract", "all"):
         log("(c) timing the extraction")
         extract = extraction_rate(device, window, crop, args.extract_batch, args.extract_windows or (3 if args.quick else 8), args.weights)
-        amp = "bf16 autocast + TF32" if cuda else "float32"
-        head = (
-            f"(c) features once against end to end: full training step, batch 1, window {window} frames, {amp}, the "
-            f"decoder with N_m = {cfg.mamba_blocks}; features mode on {I3D_FEATURES}-channel I3D features; median of {repeats_b}, interleaved"
-        )
-        verdict = f"features-mode step {speedup:.1f}x faster than the end-to-end step"
         extraction = (
             f"extraction (frozen I3D, {extract['window']}-frame windows every {extract['window'] // 2} at {extract['crop']} px, batch "
-            f"{extract['batch']}, {'bf16' if cuda else 'float32'} on {device.type}): {extract['windows_per_s']:.2f} windows/s, "
+            f"{extract['batch']}, {'bf16' if cuda else 'float32'} on {device.type}): {extract['windows_per_s']:.3f} windows/s, "
             f"{extract['video_s_per_s']:.2f} s of 10 fps video a second"
         )
-        print(f"\n{head}\n{table}\n{verdict}\n{extraction}", flush=True)
-        results["features"] = {"rows": _rows_json(rows), "speedup": speedup, "extract": extract}
-        sections.append(f"{head}.\n\n{table}\n\n{verdict}; {extraction}.")
+        results["features"] = {"extract": extract}
+        if args.part == "extract":
+            print(f"\n{extraction}", flush=True)
+            sections.append(f"(c) {extraction}.")
+        else:
+            rows = features_part(cfg, device, window, crop, repeats_b, warmup, log)
+            speedup = rows[0].median / rows[1].median
+            table = format_features_table(rows, absolute)
+            amp = "bf16 autocast + TF32" if cuda else "float32"
+            head = (
+                f"(c) features once against end to end: full training step, batch 1, window {window} frames, {amp}, the decoder "
+                f"with N_m = {cfg.mamba_blocks}; features mode on {I3D_FEATURES}-channel I3D features; median of {repeats_b}, interleaved"
+            )
+            verdict = f"features-mode step {speedup:.1f}x faster than the end-to-end step"
+            print(f"\n{head}\n{table}\n{verdict}\n{extraction}", flush=True)
+            results["features"].update(rows=_rows_json(rows), speedup=speedup)
+            sections.append(f"{head}.\n\n{table}\n\n{verdict}; {extraction}.")
 
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")
