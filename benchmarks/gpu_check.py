@@ -12,13 +12,17 @@ Stages, each in its own process with its own time limit (a failure or a hang sto
    Mamba, Mamba-MHSA, decoder, detector, losses, matching, engine), "not slow".
 2. ``step``: ``benchmarks/train_step.py --profile``: the decoder pair, and full training steps of the whole
    model at 128 x 224 x 224 with batch 1 and 4 (channels_last_3d, cudnn.benchmark, bf16 autocast, TF32),
-   the FLOP count and the measured bf16 matrix-product rate; the profile of each case.
+   the FLOP count and the measured bf16 matrix-product rate; the profile of each case; the features-mode
+   step against the end-to-end one and the speed of ``mgtutor extract-features``' I3D pass.
 3. ``train``: ``configs/smg_paper.yaml`` unchanged but for the data (a synthetic set of 24 sequences x 60 s,
    256 px at 10 fps, with its frame cache) and ``train.max_steps``: the paper's model, batch 1, I3D from
-   the carried Kinetics weights when present. Asserts that the loss falls (mean of the last 50 steps
-   below 0.9 x the first 50); reports windows/s after the first 20 steps, the share of the training loop
-   spent waiting for the DataLoader, peak memory.
-4. ``compile`` (only while time is left): the whole-model step at batch 4 under ``torch.compile``.
+   the carried Kinetics weights when present, clips handed to the GPU as uint8 (the trainer's data path).
+   Asserts that the loss falls (mean of the last 50 steps below 0.9 x the first 50); reports windows/s
+   after the first 20 steps, the share of the training loop spent waiting for the DataLoader, peak memory.
+4. ``data``: ``benchmarks/data_speed.py`` on the training stage's set and cache: the loader's windows/s with
+   float32 clips made in the workers against uint8 crops made float on the GPU, with 0, 2 and up to 8
+   workers, the GPU's share of the uint8 path and the host-to-device bytes a window.
+5. ``compile`` (only while time is left): the whole-model step at batch 4 under ``torch.compile``.
 
 Each stage writes its log (and JSON) into ``--out``; ``summary.md`` holds the final table.
 """
@@ -204,6 +208,19 @@ def pytest_counts(log: str) -> str:
     return "no summary"
 
 
+def data_command(python: str, out: Path, work: Path, tiny: bool) -> list[str]:
+    """Stage 4's command: data_speed.py on the training stage's synthetic set and frame cache when they
+    exist (its own tiny set with ``tiny``)."""
+    command = [python, str(BENCHMARKS / "data_speed.py"), "--json", str(out / "data.json")]
+    if tiny:
+        return command + ["--quick"]
+    root, cache = work / "synthetic", work / "cache"
+    if (root / "synthetic.json").exists() and cache.is_dir():
+        command += ["--root", str(root), "--cache", str(cache)]
+    workers = max(2, min(8, (os.cpu_count() or 1) - 2))
+    return command + ["--workers", "0", "2", *([str(workers)] if workers > 2 else []), "--windows", "40"]
+
+
 def cuda_test_modules() -> list[str]:
     """Test modules that hold a ``@pytest.mark.cuda`` test."""
     return sorted(str(p.relative_to(REPO)) for p in (REPO / "tests").glob("test_*.py") if "mark.cuda" in p.read_text())
@@ -216,7 +233,12 @@ def environment(device: str) -> dict:
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, memory_gb=props.total_memory / 1e9, cuda=torch.version.cuda)
-    info["mamba_ssm"] = "imports" if importlib.util.find_spec("mamba_ssm") else "absent (Mamba runs on mgtutor's PyTorch scan)"
+    if importlib.util.find_spec("mamba_ssm") is None:
+        info["mamba_ssm"] = "absent (Mamba runs on mgtutor's PyTorch scan)"
+    else:
+        from mgtutor.ssm.mamba import _fused_available
+
+        info["mamba_ssm"] = "imports with its compiled kernels" if _fused_available() else "imports, but its compiled kernels do not (Mamba runs on mgtutor's PyTorch scan)"
     weights = weights_path()
     info["i3d_weights"] = str(weights.relative_to(REPO)) if weights else "absent: I3D starts from random weights (speed is the same)"
     return info
@@ -226,7 +248,7 @@ def _gb(value) -> str:
     return "-" if value is None else f"{value / 1e9:.1f} GB"
 
 
-def summary_table(info: dict, stages: dict, step: dict | None, training: dict | None) -> str:
+def summary_table(info: dict, stages: dict, step: dict | None, training: dict | None, data: dict | None = None) -> str:
     """The final table (Markdown)."""
     rows = [("machine", f"{info.get('gpu', 'CPU')}, torch {info['torch']}, CUDA {info.get('cuda', '-')}, {time.strftime('%Y-%m-%d')}")]
     rows.append(("mamba_ssm", info["mamba_ssm"]))
@@ -259,6 +281,15 @@ def summary_table(info: dict, stages: dict, step: dict | None, training: dict | 
             rate = f"{flops['rate'] / 1e12:.0f} TFLOP/s" if flops["rate"] >= 1e12 else f"{flops['rate'] / 1e9:.0f} GFLOP/s"
             floor_ms = 1e3 * flops["per_window"] / flops["rate"]
             rows.append(("FLOPs a window, matrix-product rate", f"{flops['per_window'] / 1e9:.0f} GFLOP, {rate} ({flops['rate_dtype']}): floor {floor_ms:.2f} ms a window"))
+    features = (step or {}).get("features")
+    if features:
+        extract = features["extract"]
+        speedup = f"{features['speedup']:.1f}x faster than the end-to-end step; " if "speedup" in features else ""
+        rows.append((
+            "features-mode step (decoder on I3D features)",
+            f"{speedup}extraction {extract['windows_per_s']:.1f} windows/s ({extract['video_s_per_s']:.0f} s of 10 fps video "
+            f"a second, {extract['crop']} px)",
+        ))  # fmt: skip
     if "step" in stages and not step:
         rows.append(("step benchmark", f"{stages['step']['status']} (see step.log)"))
     if training:
@@ -270,6 +301,20 @@ def summary_table(info: dict, stages: dict, step: dict | None, training: dict | 
         ))  # fmt: skip
     elif "train" in stages:
         rows.append(("training", f"{stages['train']['status']} (see train.log)"))
+    if data:
+        rates = {(r["path"], r["workers"]): r["windows_per_s"] for r in data["rows"]}
+        per_workers = ", ".join(
+            f"{w} workers {rates[('uint8 to the device', w)]:.1f} / {rates[('float32 in the workers', w)]:.1f}"
+            for w in sorted({w for _, w in rates}) if ("float32 in the workers", w) in rates
+        )  # fmt: skip
+        sizes = data["bytes"]
+        rows.append((
+            "data loading, windows/s: uint8 to the device / float32 in the workers",
+            f"{per_workers}; the device's share {data['device_windows_per_s']:.0f} windows/s on {data['device']}; "
+            f"host-to-device {sizes['float32 in the workers'] / sizes['uint8 to the device']:.1f}x fewer bytes",
+        ))  # fmt: skip
+    elif "data" in stages:
+        rows.append(("data loading", f"{stages['data']['status']} (see data.log)"))
     if "compile" in stages:
         rows.append(("torch.compile", f"{stages['compile']['status']}: {stages['compile'].get('result', 'see compile.log')}"))
     rows.append(("stage times", ", ".join(f"{name} {stage['seconds']:.0f} s" for name, stage in stages.items())))
@@ -286,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-tests", action="store_true")
     parser.add_argument("--skip-step", action="store_true")
     parser.add_argument("--skip-train", action="store_true")
+    parser.add_argument("--skip-data", action="store_true")
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--stage", choices=("train",), help=argparse.SUPPRESS)  # internal: run one stage in this process
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -347,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
         if (args.out / "train.json").exists():
             training = json.loads((args.out / "train.json").read_text())
 
+    data = None
+    if not args.skip_data:
+        stages["data"] = run_stage("data", data_command(python, args.out, args.out / "train_work", args.tiny), args.out, min(150, remaining()))
+        if (args.out / "data.json").exists():
+            data = json.loads((args.out / "data.json").read_text())
+
     if not args.no_compile and not args.tiny and remaining() > 90:
         command = [python, str(BENCHMARKS / "train_step.py"), "--device", device, "--part", "model", "--batch", "4",
                    "--compile", "--no-flops", "--repeats", "5", "--json", str(args.out / "compile.json")]  # fmt: skip
@@ -355,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             row = json.loads((args.out / "compile.json").read_text())["model"]["rows"][0]
             stages["compile"]["result"] = f"{row['windows_per_s']:.1f} windows/s at batch 4, {row.get('compile', '')}"
 
-    table = summary_table(info, stages, step, training)
+    table = summary_table(info, stages, step, training, data)
     (args.out / "summary.md").write_text(table + "\n")
     print("\n" + table, flush=True)
     failed = [name for name, stage in stages.items() if stage["status"] != 0]

@@ -2,6 +2,8 @@
 
     python benchmarks/train_step.py                  # both parts at this device's sizes
     python benchmarks/train_step.py --part decoder   # (a) only
+    python benchmarks/train_step.py --part features  # (c) only
+    python benchmarks/train_step.py --part extract --crop 224 --extract-windows 3   # (c)'s extraction alone
     python benchmarks/train_step.py --quick          # tiny sizes, seconds (what the tests run)
     python benchmarks/train_step.py --json step.json --readme benchmarks/README.md
 
@@ -17,6 +19,13 @@
     :meth:`mgtutor.train.Trainer.train_step` runs it (host-to-device copy, forward under bf16 autocast
     with TF32 on CUDA, loss, backward, gradient clipping, AdamW). On CUDA, ``cudnn.benchmark`` is on and
     I3D runs in ``channels_last_3d`` unless told otherwise; ``--batch 1 4`` measures several batch sizes.
+
+(c) Features once against end to end: the full training step of (b) (batch 1) against the same step of
+    the detector in "features" mode on I3D's 1856-channel features (``configs/smg_paper_features.yaml``:
+    the decoder trains, I3D ran once beforehand), timed interleaved; and the extraction itself,
+    :func:`mgtutor.model.features.sequence_features` over a sequence of random frames (windows of
+    ``--window`` frames every half window, at (b)'s crop, batch ``--extract-batch``, bf16 on CUDA), in
+    I3D windows a second and seconds of 10 fps video a second.
 
 Peak memory. CUDA: ``torch.cuda.max_memory_allocated`` over one step (weights, gradients, optimiser state
 and activations: all the allocator holds). CPU: the tensor storages created during one step and alive at
@@ -56,6 +65,8 @@ import mgtutor.train.losses as losses_module  # noqa: E402
 from mgtutor.config import Config, DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from mgtutor.data.dataset import collate  # noqa: E402
 from mgtutor.model.detector import Detector, DetectorOutput  # noqa: E402
+from mgtutor.model.encoder import I3DEncoder  # noqa: E402
+from mgtutor.model.features import sequence_features, sequence_windows  # noqa: E402
 from mgtutor.model.mamba_mhsa import MambaMHSA  # noqa: E402
 from mgtutor.runtime import seed_everything  # noqa: E402
 from mgtutor.ssm.benchmark import PeakTensorMemory  # noqa: E402
@@ -340,6 +351,75 @@ def model_part(
     return rows
 
 
+# -- (c) features once against end to end ------------------------------------------------------------------
+
+I3D_FEATURES = 1856  # Mixed_4f (832) + Mixed_5c (1024): what mgtutor extract-features writes
+
+
+def make_features_trainer(cfg: ModelConfig, device: torch.device, batch: int, window: int, out: str) -> tuple[Trainer, dict]:
+    """The (b) trainer's twin in features mode: the same decoder and optimisation on random I3D features."""
+    features_cfg = replace(cfg, encoder="features", feature_dim=I3D_FEATURES, encoder_weights=None)
+    config = Config(data=DataConfig(window=window, num_workers=0), model=features_cfg, train=TrainConfig(batch_size=batch, amp="bf16", tf32=True, out=out))
+    seed_everything(0)
+    targets = random_targets(batch, cfg.num_classes)
+    gen = torch.Generator().manual_seed(0)
+    items = [{"features": torch.randn(I3D_FEATURES, window // 4, generator=gen), **target, "meta": {}} for target in targets]
+    trainer = Trainer(config, Detector(features_cfg), SetCriterion(config.train, cfg.num_classes), items, context=DistributedContext(device=device), progress=False)
+    batch_dict = collate(items)
+    if device.type == "cuda":
+        batch_dict["features"] = batch_dict["features"].pin_memory()
+    return trainer, batch_dict
+
+
+def features_part(cfg: ModelConfig, device: torch.device, window: int, crop: int, repeats: int, warmup: int, log=print) -> list[Row]:
+    """(c): one full training step end to end (I3D + decoder) and in features mode, batch 1, interleaved."""
+    with tempfile.TemporaryDirectory() as out:
+        e2e, e2e_batch = make_trainer(cfg, device, 1, window, crop, f"{out}/e2e")
+        feat, feat_batch = make_features_trainer(cfg, device, 1, window, f"{out}/features")
+        steps = {
+            "end to end (I3D + decoder)": lambda: e2e.train_step(e2e_batch),
+            "features mode (decoder on I3D features)": lambda: feat.train_step(feat_batch),
+        }
+        log(f"(c) timing the end-to-end and features-mode steps interleaved, {warmup} warm-up + {repeats} repeats")
+        times = time_interleaved(steps, repeats, warmup, device)
+        return [Row("features", name, 1, times[name], peak_memory(step, device), {"crop": crop}) for name, step in steps.items()]
+
+
+def extraction_rate(device: torch.device, window: int, crop: int, batch: int, windows: int, weights: str | None = None, fps: float = 10.0) -> dict:
+    """Speed of ``mgtutor extract-features``' model part: :func:`sequence_features` (frozen I3D, windows every
+    half window, uint8 frames made float on the device) over a sequence of random frames long enough for
+    ``windows`` windows, after one untimed window."""
+    encoder = I3DEncoder()
+    if weights:
+        from mgtutor.model.i3d_weights import load_i3d_weights
+
+        load_i3d_weights(encoder.backbone, weights)
+    encoder.freeze().eval().to(device)
+    rng = torch.Generator().manual_seed(0)
+    total = window + (windows - 1) * (window // 2)
+    frames = [torch.randint(0, 256, (crop, crop, 3), dtype=torch.uint8, generator=rng).numpy() for _ in range(total)]
+    sequence_features(encoder, iter(frames[:window]), window, window, None, 1, device)  # warm-up (cudnn.benchmark, allocator)
+    jobs = len(sequence_windows(total, window, window // 2))
+    synchronize(device)
+    start = time.perf_counter()
+    sequence_features(encoder, iter(frames), total, window, None, batch, device)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    return {"windows": jobs, "seconds": seconds, "windows_per_s": jobs / seconds, "video_s_per_s": total / fps / seconds,
+            "window": window, "crop": crop, "batch": batch, "weights": bool(weights)}  # fmt: skip
+
+
+def format_features_table(rows: list[Row], absolute: bool) -> str:
+    """(c) as a Markdown table: each step against the end-to-end one (absolute times only when ``absolute``)."""
+    base = rows[0]
+    lines = ["| step | crop | " + ("ms a step | windows/s | " if absolute else "") + "time vs end to end | peak MiB |"]
+    lines.append("|---|---:|" + ("---:|---:|" if absolute else "") + "---:|---:|")
+    for r in rows:
+        timing = f"{1e3 * r.median:.1f} | {r.windows_per_s:.2f} | " if absolute else ""
+        lines.append(f"| {r.name} | {r.extra['crop']} | {timing}{r.median / base.median:.3f}x | {_mib(r.peak_bytes)} |")
+    return "\n".join(lines)
+
+
 @contextmanager
 def _timing_loss(trainer: Trainer, device: torch.device):
     """Time the criterion (with the matching inside it) and the matching alone, by wrapping both."""
@@ -505,7 +585,8 @@ def _rows_json(rows: list[Row]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--part", choices=("decoder", "model", "all"), default="all")
+    parser.add_argument("--part", choices=("decoder", "model", "features", "extract", "all"), default="all",
+                        help="(a) decoder, (b) model, (c) features (the steps and the extraction), extract (only the extraction)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="tiny model and window, one repeat: a smoke test")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, help="timed steps per case (default 9 for the decoder, 5 for the model; 10 on CUDA)")
@@ -517,7 +598,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layout", choices=("channels_last", "contiguous", "both"), default="channels_last",
                         help="memory layout of I3D in (b) on CUDA (default channels_last)")  # fmt: skip
     parser.add_argument("--compile", action="store_true", help="(b) with torch.compile (falls back to eager on failure)")
-    parser.add_argument("--weights", help="converted I3D weights for (b) (speed does not depend on them)")
+    parser.add_argument("--weights", help="converted I3D weights for (b) and (c) (speed does not depend on them)")
+    parser.add_argument("--extract-windows", type=int, help="I3D windows the extraction of (c) times (default 8; 3 with --quick)")
+    parser.add_argument("--extract-batch", type=int, default=4, help="windows per forward pass of the extraction (default 4)")
     parser.add_argument("--mamba-backend", default=None, choices=("torch", "mamba_ssm", "auto"), help="default: auto on CUDA, torch on the CPU")
     parser.add_argument("--profile", action="store_true", help="profile (b) on CUDA; on the CPU profile (a)'s operators")
     parser.add_argument("--no-cudnn-benchmark", action="store_true", help="leave torch.backends.cudnn.benchmark off on CUDA")
@@ -618,6 +701,32 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\n{r.name}: {format_profile(r.extra['profile'])}", flush=True)
         results["model"] = {"rows": _rows_json(rows)}
         sections.append("\n\n".join(lines[:1]) + ".\n\n" + "\n\n".join(lines[1:]))
+
+    if args.part in ("features", "extract", "all"):
+        log("(c) timing the extraction")
+        extract = extraction_rate(device, window, crop, args.extract_batch, args.extract_windows or (3 if args.quick else 8), args.weights)
+        extraction = (
+            f"extraction (frozen I3D, {extract['window']}-frame windows every {extract['window'] // 2} at {extract['crop']} px, batch "
+            f"{extract['batch']}, {'bf16' if cuda else 'float32'} on {device.type}): {extract['windows_per_s']:.3f} windows/s, "
+            f"{extract['video_s_per_s']:.2f} s of 10 fps video a second"
+        )
+        results["features"] = {"extract": extract}
+        if args.part == "extract":
+            print(f"\n{extraction}", flush=True)
+            sections.append(f"(c) {extraction}.")
+        else:
+            rows = features_part(cfg, device, window, crop, repeats_b, warmup, log)
+            speedup = rows[0].median / rows[1].median
+            table = format_features_table(rows, absolute)
+            amp = "bf16 autocast + TF32" if cuda else "float32"
+            head = (
+                f"(c) features once against end to end: full training step, batch 1, window {window} frames, {amp}, the decoder "
+                f"with N_m = {cfg.mamba_blocks}; features mode on {I3D_FEATURES}-channel I3D features; median of {repeats_b}, interleaved"
+            )
+            verdict = f"features-mode step {speedup:.1f}x faster than the end-to-end step"
+            print(f"\n{head}\n{table}\n{verdict}\n{extraction}", flush=True)
+            results["features"].update(rows=_rows_json(rows), speedup=speedup)
+            sections.append(f"{head}.\n\n{table}\n\n{verdict}; {extraction}.")
 
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, default=str) + "\n")

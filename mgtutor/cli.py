@@ -205,6 +205,37 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _extract_features_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("root", help="an SMG-format root (SampleXXXX/ folders)")
+    parser.add_argument("--out", required=True, help="the features folder, data.features of the training configuration (rerun to resume)")
+    parser.add_argument("--weights", default="weights/i3d_kinetics400_rgb.safetensors", help="converted Kinetics-400 I3D weights (mgtutor convert-i3d)")
+    parser.add_argument("--cache", default=None, help="a frame cache of ROOT from mgtutor prepare, made with the same --fps and --short-side (default: decode the videos)")
+    parser.add_argument("--fps", type=_frame_rate("--fps"), default=10.0, help="target frame rate (data.fps)")
+    parser.add_argument("--short-side", type=_checked("mgtutor.data.cache:check_short_side", "--short-side", int), default=256,
+                        help="frames resized so their short side is this (data.short_side)")  # fmt: skip
+    parser.add_argument("--crop", type=_whole(1), default=224, help="centre crop (data.crop)")
+    parser.add_argument("--window", type=_whole(4), default=128, help="frames I3D sees at once (a multiple of 4)")
+    parser.add_argument("--stride", type=_whole(4), default=None, help="frames between windows (default: half a window; each step comes from the window centred nearest it)")
+    parser.add_argument("--batch-size", type=_whole(1), default=4, help="windows per forward pass")
+    parser.add_argument("--subjects", type=_subject_list, default=None, help="only these subjects, e.g. 1-35,40 (default: all)")
+    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when present)")
+
+
+@command("extract-features", "Run the frozen Kinetics-400 I3D over every sequence once, writing the features a features-mode training reads (resumable).", _extract_features_arguments)
+def _extract_features(args: argparse.Namespace) -> int:
+    from mgtutor.model.features import write_features
+
+    try:
+        paths = write_features(
+            args.root, args.out, args.weights, subjects=args.subjects, fps=args.fps, short_side=args.short_side, crop=args.crop,
+            window=args.window, stride=args.stride, cache=args.cache, batch_size=args.batch_size, device=args.device,
+        )  # fmt: skip
+    except ValueError as err:
+        raise UserError(" ".join(str(err).split())) from err
+    print(f"I3D features of {len(paths)} sequences in {args.out}: train on them with data.features={args.out} (configs/smg_paper_features.yaml)")
+    return 0
+
+
 def _check_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="an SMG-format root (SampleXXXX/ folders)")
     parser.add_argument("--videos", choices=VIDEO_CHECKS, default="probe",

@@ -1,7 +1,8 @@
 """Named configurations: one dataclass tree, loaded from YAML and overridden with ``key=value``.
 
 Every run of mgtutor (the CPU demo, the paper's SMG setup, a benchmark) is a :class:`Config`.
-``configs/*.yaml`` hold the named ones; the command line changes single values with
+``configs/*.yaml`` hold the named ones; a file may start from another with ``base: other.yaml`` (a path
+relative to the file) and state only the values that differ; the command line changes single values with
 ``--set model.mamba_blocks=0``. A wrong key or a value of the wrong type is refused with an error
 naming the key, never silently ignored.
 """
@@ -26,6 +27,7 @@ from mgtutor.data.windows import FEATURE_STRIDE, check_frame_rate
 from mgtutor.files import write_atomic
 
 if TYPE_CHECKING:  # resolved at run time by _field_types
+    from mgtutor.data.augment import AugmentKind
     from mgtutor.data.synthetic import DifficultyName
     from mgtutor.eval.pipeline import ChooseOn
     from mgtutor.model.encoder import EncoderKind
@@ -47,6 +49,7 @@ def _field_types(cls: type) -> dict[str, Any]:
     """The annotated type of each field of a section. The Literal types of allowed values live in the
     modules that act on them and are imported here only when a section is first checked, so importing
     mgtutor.config stays light (and those modules may import it)."""
+    from mgtutor.data.augment import AugmentKind
     from mgtutor.data.synthetic import DifficultyName
     from mgtutor.eval.pipeline import ChooseOn
     from mgtutor.model.encoder import EncoderKind
@@ -54,7 +57,7 @@ def _field_types(cls: type) -> dict[str, Any]:
     from mgtutor.ssm.mamba import Backend
     from mgtutor.train.engine import AmpMode
 
-    names = {"DifficultyName": DifficultyName, "ChooseOn": ChooseOn, "EncoderKind": EncoderKind,
+    names = {"AugmentKind": AugmentKind, "DifficultyName": DifficultyName, "ChooseOn": ChooseOn, "EncoderKind": EncoderKind,
              "QueryOrder": QueryOrder, "Backend": Backend, "AmpMode": AmpMode, "Split": Split}  # fmt: skip
     return typing.get_type_hints(cls, localns=names)
 
@@ -113,7 +116,8 @@ class DataConfig(_Section):
     short_side: int = 256  # frames are resized so their short side is this in the cache
     crop: int = 224  # training crop (random) and test crop (centre)
     flip: bool = False  # some micro-gestures are side-specific, so no flips by default
-    jitter: float = 0.1  # photometric jitter strength for training
+    augment: AugmentKind = "jitter"  # training augmentation: "jitter" (mgtutor's) or "pointtad" (PointTAD's distortion + rotation)
+    jitter: float = 0.1  # photometric jitter strength for training (augment: jitter)
     num_workers: int = 0
     # synthetic set, used when root is None
     synthetic_dir: str = "data/synthetic"
@@ -404,21 +408,42 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, name, value
 
 
+BASE_KEY = "base"
+
+
+def _read_values(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The sections of a YAML file, with those of its ``base:`` file (recursively) under them."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read configuration file {path}: {getattr(err, 'strerror', None) or err}") from None
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {_one_line(err)}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (data, model, train, eval)")
+    base = values.pop(BASE_KEY, None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: '{BASE_KEY}' must be the path of another configuration file, got {base!r}")
+    base_path = path.parent / base
+    if base_path.resolve() in seen or base_path.resolve() == path.resolve():
+        raise ConfigError(f"{path}: '{BASE_KEY}: {base}' leads back to a file that is already being read")
+    merged = _read_values(base_path, (*seen, path.resolve()))
+    for section, entries in values.items():
+        if isinstance(entries, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **entries}
+        else:
+            merged[section] = entries
+    return merged
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML configuration (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(f"cannot read configuration file {path}: {getattr(err, 'strerror', None) or err}") from None
-        try:
-            values = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {_one_line(err)}") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path} must hold a mapping of sections (data, model, train, eval)")
+    """Read a YAML configuration (or the defaults when ``path`` is None), starting from its ``base:`` file
+    when it names one, and apply ``key=value`` overrides."""
+    values = _read_values(Path(path)) if path is not None else {}
     return override_config(values, overrides)
 
 

@@ -168,8 +168,15 @@ def test_train_step_quick_writes_both_parts(tmp_path):
     assert model["windows_per_s"] > 0 and model["peak_bytes"] > 0 and model["crop"] == 32
     assert 0 < model["matching_share"] <= model["loss_share"] < 1
     assert results["flops"]["per_window"] == flops.step_flops(QUICK, 1, 16, 32).total
+    features = results["features"]
+    assert [r["name"] for r in features["rows"]] == ["end to end (I3D + decoder)", "features mode (decoder on I3D features)"]
+    assert features["speedup"] == pytest.approx(features["rows"][0]["median_s"] / features["rows"][1]["median_s"])
+    assert features["speedup"] > 1  # the features-mode step skips I3D's forward and backward
+    extract = features["extract"]
+    assert extract["windows"] == 3 and extract["windows_per_s"] > 0 and extract["crop"] == 32 and extract["window"] == 16
     text = (tmp_path / "README.md").read_text()
     assert text.startswith("# Benchmarks") and "## Training step" in text and "Mamba-MHSA / attention decoder step" in text
+    assert "features-mode step" in text and "extraction (frozen I3D" in text
 
 
 def test_model_step_in_channels_last_with_shares_and_a_failing_compile(monkeypatch):
@@ -211,13 +218,20 @@ def test_data_speed_quick(tmp_path):
     step = tmp_path / "step.json"
     step.write_text(json.dumps({"model": {"rows": [{"windows_per_s": 4.0}, {"windows_per_s": 8.0}]}}))
     out = tmp_path / "data.json"
-    assert data_speed.main(["--quick", "--step-json", str(step), "--json", str(out)]) == 0
+    assert data_speed.main(["--quick", "--step-json", str(step), "--json", str(out), "--readme", str(tmp_path / "README.md")]) == 0
     results = json.loads(out.read_text())
-    assert [r["workers"] for r in results["rows"]] == [0, 1]
+    paths = list(data_speed.PATHS)
+    assert [(r["path"], r["workers"]) for r in results["rows"]] == [(p, w) for w in (0, 1) for p in paths]
     assert all(r["windows_per_s"] > 0 for r in results["rows"]) and results["step_rate"] == 8.0
-    per_worker = results["rows"][1]["windows_per_s"]
-    assert results["workers_needed"] == data_speed.workers_needed(8.0, per_worker)
-    assert set(results["stages"]) == {"read uint8 crop", "read + to float32", "whole item (+ random crop, jitter)"}
+    for path in paths:
+        per_worker = next(r["windows_per_s"] for r in results["rows"] if r["path"] == path and r["workers"] == 1)
+        assert results["workers_needed"][path] == data_speed.workers_needed(8.0, per_worker)
+    # 3 x 64 x 32 x 32 pixels: float32 against uint8 plus the four jitter parameters
+    assert results["bytes"] == {"float32 in the workers": 4 * 3 * 64 * 32 * 32, "uint8 to the device": 3 * 64 * 32 * 32 + 4 * 4}
+    assert results["device"] == "cpu" and results["device_windows_per_s"] > 0
+    assert set(results["stages"]) == {"read uint8 crop", "read + to float32", *(f"whole item, {p}" for p in paths)}
+    text = (tmp_path / "README.md").read_text()
+    assert "## Data loading" in text and "| uint8 to the device | 1 |" in text and "host-to-device a window" in text
 
 
 # -- README sections, the GPU check ---------------------------------------------------------------------------
@@ -265,6 +279,8 @@ def test_gpu_check_runs_every_stage_on_the_cpu_at_toy_sizes(tmp_path):
     training = json.loads((tmp_path / "train.json").read_text())
     assert training["loss_falls"] and training["steps"] == 60 and training["windows_per_s"] > 0
     summary = (tmp_path / "summary.md").read_text()
-    for row in ("decoder step, Mamba-MHSA / attention", "whole model, batch 1, 32 px", "training, toy sizes, 60 steps", "stage times"):
+    for row in ("decoder step, Mamba-MHSA / attention", "whole model, batch 1, 32 px", "training, toy sizes, 60 steps", "stage times",
+                "features-mode step (decoder on I3D features)", "data loading, windows/s: uint8 to the device / float32 in the workers"):  # fmt: skip
         assert row in summary
-    assert (tmp_path / "step.log").exists() and (tmp_path / "train.log").exists()
+    assert "0 workers" in summary and "1 workers" in summary and "4.0x fewer bytes" in summary
+    assert all((tmp_path / f"{stage}.log").exists() for stage in ("step", "train", "data"))

@@ -138,6 +138,21 @@ SYNTH = [
     ("difficulty", ["--out", "{ws}/s", "--difficulty", "extreme"], "--difficulty must be one of 'demo', 'hard', got 'extreme'"),
 ]
 
+EXTRACT_FEATURES = [
+    ("missing root", ["{ws}/nowhere", "--out", "{ws}/f", "--weights", "{ws}/none.safetensors"], "nowhere: not a folder"),
+    ("out is a file", ["{root}", "--out", "{a_file}"], "a_file exists and is not a folder: expected a folder for the features"),
+    ("fps 0", ["{root}", "--out", "{ws}/f", "--fps", "0"], "--fps must be a frame rate from 1 to 1000 frames a second, got '0'"),
+    ("fps inf", ["{root}", "--out", "{ws}/f", "--fps", "inf"], "got 'inf'"),
+    ("short side 0", ["{root}", "--out", "{ws}/f", "--short-side", "0"], "--short-side must be a whole number of pixels from 1 to 4096, got 0"),
+    ("crop 0", ["{root}", "--out", "{ws}/f", "--crop", "0"], "argument --crop: expected a whole number >= 1, got '0'"),
+    ("crop above the short side", ["{root}", "--out", "{ws}/f", "--short-side", "32", "--crop", "64"], "--crop (64) must not exceed --short-side (32)"),
+    ("window not a multiple of 4", ["{root}", "--out", "{ws}/f", "--window", "30"], "must be positive multiples of 4"),
+    ("stride above the window", ["{root}", "--out", "{ws}/f", "--window", "16", "--stride", "32"], "with stride <= window"),
+    ("batch size 0", ["{root}", "--out", "{ws}/f", "--batch-size", "0"], "argument --batch-size: expected a whole number >= 1, got '0'"),
+    ("missing weights", ["{root}", "--out", "{ws}/f", "--weights", "{ws}/none.safetensors"], "none.safetensors"),
+    ("absent subject", ["{root}", "--out", "{ws}/f", "--weights", "{ws}/none.safetensors", "--subjects", "9"], "no folder for subject(s) 9"),
+]
+
 CHECK_DATA = [
     ("missing root", ["{ws}/nowhere"], "nowhere: not a folder: expected an SMG root"),
     ("root is a file", ["{a_file}"], "a_file: not a folder"),
@@ -247,7 +262,7 @@ DEMO = [
      "data.synthetic_size must be an even number >= 16"),
 ]  # fmt: skip
 
-TABLES = {"synth": SYNTH, "check-data": CHECK_DATA, "prepare": PREPARE, "convert-i3d": CONVERT_I3D, "train": TRAIN,
+TABLES = {"synth": SYNTH, "check-data": CHECK_DATA, "prepare": PREPARE, "extract-features": EXTRACT_FEATURES, "convert-i3d": CONVERT_I3D, "train": TRAIN,
           "predict": PREDICT, "evaluate": EVALUATE, "demo": DEMO}  # fmt: skip
 CASES = [pytest.param(name, argv, expected, id=f"{name}: {case}") for name, table in TABLES.items() for case, argv, expected in table]
 

@@ -2,7 +2,8 @@
 the small CPU encoder or precomputed features, the detector with a Mamba-MHSA block, PointTAD's losses.
 
 Checks that 1 epoch + ``--resume`` for 1 more equals 2 straight epochs bit for bit (logged losses and
-final weights: augmentation, dropout and data order all come back), that the loss goes down, and that
+final weights: augmentation, dropout and data order all come back, with mgtutor's jitter in the main
+process and with PointTAD's augmentation drawn in a loader worker), that the loss goes down, and that
 a non-finite loss exits with status 1 keeping the last good checkpoint.
 """
 
@@ -48,14 +49,14 @@ def data(tmp_path_factory):
     return {"root": str(root), "cache": str(folder / "cache"), "features": str(folder / "features"), "folder": folder}
 
 
-def write_config(data, name, encoder, **train):
+def write_config(data, name, encoder, data_values=None, **train):
     model = {"hidden": 32, "queries": 8, "points": 9, "layers": 2, "heads": 4, "ffn": 64, "mix_dim": 8}
     model["mamba_blocks"] = 1
     values = {
         "data": {
             "root": data["root"], "cache": data["cache"], "features": data["features"], "train_subjects": [1, 2],
             "test_subjects": [3], "window": 32, "short_side": SIZE, "crop": 32,
-        },
+        } | (data_values or {}),
         "model": model | {"encoder": encoder, "feature_dim": 16},
         "train": {"batch_size": 2, "lr": 2e-3, "lr_step": 2} | train,
     }  # fmt: skip
@@ -72,9 +73,17 @@ def without_time(records):
     return [{k: v for k, v in r.items() if k != "time"} for r in records]
 
 
-def test_resume_on_clips_equals_the_uninterrupted_run(data, tmp_path):
-    # Clips: random crops and jitter, dropout, the order of the windows all draw random numbers.
-    config_file = write_config(data, "clips", "small", epochs=2)
+AUGMENTATIONS = {
+    "jitter": {"augment": "jitter", "jitter": 0.2},
+    "pointtad, flip, one worker": {"augment": "pointtad", "flip": True, "num_workers": 1},
+}
+
+
+@pytest.mark.parametrize("augmentation", list(AUGMENTATIONS))
+def test_resume_on_clips_equals_the_uninterrupted_run(data, tmp_path, augmentation):
+    # Clips: random crops and augmentation parameters (drawn where the windows are read, applied to the
+    # uint8 batch by the trainer), dropout, the order of the windows all draw random numbers.
+    config_file = write_config(data, "clips", "small", AUGMENTATIONS[augmentation], epochs=2)
     # (No evaluation: it runs after a run's last epoch, which is epoch 1 for the first half.)
     assert run(config_file, tmp_path / "straight", "--no-eval") == 0
     assert run(config_file, tmp_path / "split", "--no-eval", "--set", "train.epochs=1") == 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,3 +149,84 @@ def test_fused_backend_refuses_cpu_input(monkeypatch):
     block = Mamba(8, backend="mamba_ssm")
     with pytest.raises(RuntimeError, match="CUDA"):
         block(torch.randn(1, 4, 8))
+
+
+# -- which mamba_ssm the fused path accepts: stand-in packages on sys.path --------------------------------
+
+NEXT_RELEASE = '''
+try:  # as mamba-ssm after 2.3.2.post1: the compiled kernels are optional at import
+    import selective_scan_cuda
+except ImportError:
+    selective_scan_cuda = None
+
+
+def selective_scan_fn(*args, **kwargs):
+    if selective_scan_cuda is None:
+        raise RuntimeError("selective_scan_cuda is not installed")
+    return "fused"
+'''
+CURRENT_RELEASE = '''
+import selective_scan_cuda  # as mamba-ssm up to 2.3.2.post1: no kernels, no import
+
+
+def selective_scan_fn(*args, **kwargs):
+    return "fused"
+'''
+
+
+@pytest.fixture
+def stand_in(tmp_path, monkeypatch):
+    """``stand_in(interface_source, kernels=False)``: a fake ``mamba_ssm`` (and, with ``kernels``, a fake
+    compiled ``selective_scan_cuda``) first on sys.path, with mgtutor's cached answer cleared."""
+    from mgtutor.ssm import mamba as mamba_module
+
+    for name in [n for n in sys.modules if n.split(".")[0] in ("mamba_ssm", "selective_scan_cuda")]:
+        monkeypatch.delitem(sys.modules, name)
+    mamba_module._fused_available.cache_clear()
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def make(interface: str, kernels: bool = False) -> None:
+        ops = tmp_path / "mamba_ssm" / "ops"
+        ops.mkdir(parents=True)
+        (tmp_path / "mamba_ssm" / "__init__.py").write_text("")
+        (ops / "__init__.py").write_text("")
+        (ops / "selective_scan_interface.py").write_text(interface)
+        if kernels:
+            (tmp_path / "selective_scan_cuda.py").write_text("")
+        importlib.invalidate_caches()
+
+    yield make
+    mamba_module._fused_available.cache_clear()
+
+
+@pytest.mark.parametrize("release", ["next", "current"])
+def test_mamba_ssm_without_compiled_kernels_is_not_chosen(stand_in, release):
+    from mgtutor.ssm import mamba as mamba_module
+
+    stand_in(NEXT_RELEASE if release == "next" else CURRENT_RELEASE)
+    if release == "next":
+        import mamba_ssm.ops.selective_scan_interface  # noqa: F401  (it imports: the old check would pass)
+    assert not mamba_module._fused_available()
+    with pytest.raises(ImportError) as caught:
+        Mamba(8, backend="mamba_ssm")
+    message = str(caught.value)
+    assert "MAMBA_FORCE_BUILD=TRUE MAMBA_KEEP_CUDA_BUILD=TRUE pip install --no-build-isolation" in message
+    assert "selective_scan_cuda" in message
+    block = Mamba(8, backend="auto")  # falls back to the PyTorch scan
+    assert block(torch.randn(1, 5, 8)).shape == (1, 5, 8)
+
+
+@pytest.mark.parametrize("release", ["next", "current"])
+def test_mamba_ssm_with_its_kernels_is_chosen(stand_in, release):
+    from mgtutor.ssm import mamba as mamba_module
+
+    stand_in(NEXT_RELEASE if release == "next" else CURRENT_RELEASE, kernels=True)
+    assert mamba_module._fused_available()
+    assert mamba_module._fused_scan_fn()() == "fused"
+    Mamba(8, backend="mamba_ssm")  # no error at construction
+
+
+def test_readme_gives_the_install_command():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    lines = [line for line in readme.splitlines() if "pip install" in line and "[cuda]" in line]
+    assert lines and all("MAMBA_FORCE_BUILD=TRUE MAMBA_KEEP_CUDA_BUILD=TRUE " in line and "--no-build-isolation" in line for line in lines)

@@ -2,7 +2,8 @@
 
 Modules: ``smg`` (files on disk, checking), ``synthetic`` (the generator), ``video`` (PyAV decoding),
 ``cache`` (the frame cache of ``mgtutor prepare``), ``windows`` (the frame <-> window mapping and the
-window rules), ``dataset`` (the torch Dataset and ``collate``), ``errors`` (``DataError``).
+window rules), ``dataset`` (the torch Dataset, ``collate`` and ``model_inputs``), ``augment`` (the training
+augmentation: parameters drawn per window, applied to batches on the device), ``errors`` (``DataError``).
 """
 
 from mgtutor.data.errors import DataError

@@ -1,8 +1,12 @@
 """The torch Dataset of windows: clips (or precomputed features) with their ground truths.
 
 An item (``WindowDataset[i]``) is a dict:
-- ``"clip"``: float32 ``(3, T, H, W)`` in [-1, 1] (T = ``data.window``, H = W = ``data.crop``), or in
-  features mode ``"features"``: float32 ``(feature_dim, T // 4)``;
+- ``"clip"``: float32 ``(3, T, H, W)`` in [-1, 1] (T = ``data.window``, H = W = ``data.crop``), or, with
+  ``uint8=True`` (what training and prediction use), the uint8 crop ``(3, T, H, W)`` (a view of the frames'
+  channels-last memory) that the device turns into the float clip (:func:`model_inputs`); in features
+  mode ``"features"``: float32 ``(feature_dim, T // 4)``;
+- ``"augment"`` (uint8 training clips only): the window's augmentation parameters ``(k,)``
+  (:func:`mgtutor.data.augment.draw_parameters`);
 - ``"segments"``: float32 ``(g, 2)`` in window coordinates; ``"labels"``: int64 ``(g,)`` 0-based;
 - ``"meta"``: ``sequence`` (sample id), ``start`` (first sampled position), ``window``, ``fps``,
   ``source_fps``, ``num_frames`` (original frames of the sequence), ``first_frame`` (original frame of
@@ -10,14 +14,16 @@ An item (``WindowDataset[i]``) is a dict:
 
 Frames come from the frame cache (``data.cache``, written by ``mgtutor prepare``) when it holds the
 sequence, else they are decoded from the video on the fly (seeking to the window). Training clips get a
-random crop and photometric jitter (brightness, contrast, saturation; flips only with ``data.flip``,
-since some micro-gestures are side-specific); test clips a centre crop. A window reaching past the end
-of a sequence repeats its last frame (or feature step).
+random crop and the augmentation ``data.augment`` names (:mod:`mgtutor.data.augment`: mgtutor's photometric
+jitter, or PointTAD's distortion and rotation; flips only with ``data.flip``, since some micro-gestures are
+side-specific); test clips a centre crop. The float clip of an item is the uint8 item passed through
+:func:`model_inputs` on the CPU: the same numbers either way. A window reaching past the end of a sequence
+repeats its last frame (or feature step).
 
 Precomputed features live in ``<data.features>/SampleXXXX.npy``: float ``(feature_dim, ceil(T_seq / 4))``
 where ``T_seq = num_sampled(numFrames, source_fps, data.fps)``; step ``j`` summarises sampled frames
-``[4j, 4j + 4)`` (an encoder of stride 4 run over the whole sampled sequence, padded to a multiple of 4).
-Windows then start at multiples of 4.
+``[4j, 4j + 4)`` (an encoder of stride 4 run over the whole sampled sequence, padded to a multiple of 4;
+``mgtutor extract-features`` writes them, :mod:`mgtutor.data.features`). Windows then start at multiples of 4.
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ from typing import Any
 import numpy as np
 import torch
 from einops import rearrange
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from mgtutor.config import ConfigError
+from mgtutor.data.augment import augment_clips, draw_parameters, to_float
 from mgtutor.data.cache import open_cached
 from mgtutor.data.errors import DataError
 from mgtutor.data.smg import SequenceInfo, load_root, sample_name
@@ -56,19 +63,48 @@ def centre_box(height: int, width: int, size: int) -> tuple[int, int]:
     return (height - size) // 2, (width - size) // 2
 
 
+def _new_uint8(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised uint8 tensor; inside a DataLoader worker in shared memory (as ``default_collate``
+    allocates its batches), so handing it to the training process copies nothing."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    empty = torch.empty(0, dtype=torch.uint8)
+    return empty.new(empty._typed_storage()._new_shared(math.prod(shape), device="cpu")).view(shape)
+
+
+def frames_to_uint8_clip(frames: np.ndarray, window: int) -> torch.Tensor:
+    """Cropped uint8 frames ``(t, h, w, 3)``, ``1 <= t <= window`` (an array or a slice of a memory map) ->
+    uint8 clip ``(3, window, h, w)``; a window reaching past the end of its sequence repeats the last frame.
+
+    The frames are copied once, in their channels-last order, into a new tensor (shared memory in a
+    loader worker); the clip is a channels-first view of it. :func:`collate` hands such clips over as they
+    are, and the transposition happens where the clip becomes float
+    (:func:`mgtutor.data.augment.augment_clips`).
+    """
+    count = len(frames)
+    out = _new_uint8((window, *frames.shape[1:]))
+    array = out.numpy()
+    array[:count] = frames
+    array[count:] = array[count - 1]
+    return rearrange(out, "t h w c -> c t h w")
+
+
 def frames_to_clip(frames: np.ndarray, window: int) -> torch.Tensor:
     """Cropped uint8 frames ``(t, h, w, 3)``, ``1 <= t <= window`` -> float32 clip ``(3, window, h, w)`` in
-    [-1, 1]; a window reaching past the end of its sequence repeats the last frame. Online prediction
+    [-1, 1] (:func:`frames_to_uint8_clip`, then :func:`mgtutor.data.augment.to_float`). Online prediction
     builds its clips with this too, so both paths see the same numbers."""
-    if len(frames) < window:
-        frames = np.concatenate([frames, np.repeat(frames[-1:], window - len(frames), axis=0)])
     # channels first while still uint8 (cheap), so the float passes run over contiguous memory
-    channels_first = np.ascontiguousarray(rearrange(frames, "t h w c -> c t h w"))
-    return torch.from_numpy(channels_first).float().div_(127.5).sub_(1.0)
+    return to_float(frames_to_uint8_clip(frames, window).contiguous())
 
 
 class WindowDataset(Dataset):
-    """Windows of ``sequences`` cut by ``data_cfg``'s rules for ``split`` ("train" or "test")."""
+    """Windows of ``sequences`` cut by ``data_cfg``'s rules for ``split`` ("train" or "test").
+
+    ``features``: items hold precomputed features of ``feature_dim`` channels instead of clips;
+    ``augment``: random crops and ``data.augment`` (default: for "train"); ``uint8``: items hold the uint8
+    crop and the augmentation's parameters, for :func:`model_inputs` to make float on the training device
+    (training and prediction), instead of the float clip (what a notebook shows).
+    """
 
     def __init__(
         self,
@@ -78,6 +114,7 @@ class WindowDataset(Dataset):
         features: bool = False,
         feature_dim: int | None = None,
         augment: bool | None = None,
+        uint8: bool = False,
     ):
         if features and not data_cfg.features:
             raise ConfigError("model.encoder = 'features' needs data.features (the folder of precomputed SampleXXXX.npy features)")
@@ -86,22 +123,23 @@ class WindowDataset(Dataset):
         self.features = features
         self.feature_dim = feature_dim
         self.augment = split == "train" if augment is None else augment
+        self.uint8 = uint8
         self.sequences = {seq.sample: seq for seq in sequences}
         self.windows: list[Window] = split_windows(sequences, data_cfg, split, align=FEATURE_STRIDE if features else 1)
         self._arrays: dict[int, np.ndarray | None] = {}
 
     @classmethod
-    def from_config(cls, cfg: Any, split: str) -> WindowDataset:
+    def from_config(cls, cfg: Any, split: str, uint8: bool = False) -> WindowDataset:
         """The ``split`` ("train", "val", "test" or "all": :meth:`mgtutor.config.DataConfig.subjects`) of
         a :class:`~mgtutor.config.Config`: its root (or the synthetic set it describes, made when missing),
         frames or features by ``model.encoder``; windows cut the training way for "train", else the
-        test way."""
+        test way; ``uint8`` as for the constructor."""
         from mgtutor.data.synthetic import configured_root
 
         sequences = load_root(configured_root(cfg.data), cfg.data.subjects(split))
         features = cfg.model.encoder == "features"
         cut = "train" if split == "train" else "test"
-        return cls(sequences, cfg.data, cut, features=features, feature_dim=cfg.model.feature_dim)
+        return cls(sequences, cfg.data, cut, features=features, feature_dim=cfg.model.feature_dim, uint8=uint8)
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -114,7 +152,13 @@ class WindowDataset(Dataset):
         if self.features:
             item["features"] = self._features(seq, w)
         else:
-            item["clip"] = self._clip(seq, w, total)
+            clip, params = self._clip(seq, w, total)
+            if self.uint8:
+                item["clip"] = clip
+                if params is not None:
+                    item["augment"] = params
+            else:
+                item["clip"] = augment_clips(clip[None], None if params is None else params[None], self.cfg.augment)[0]
         item["segments"] = torch.from_numpy(w.segments.copy())
         item["labels"] = torch.from_numpy(w.labels.copy())
         item["meta"] = {
@@ -138,7 +182,9 @@ class WindowDataset(Dataset):
             return int(torch.randint(0, height - size + 1, ())), int(torch.randint(0, width - size + 1, ()))
         return centre
 
-    def _clip(self, seq: SequenceInfo, w: Window, total: int) -> torch.Tensor:
+    def _clip(self, seq: SequenceInfo, w: Window, total: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The window's uint8 crop ``(3, T, H, W)`` and, when augmenting, its parameters ``(k,)``
+        (drawn after the crop's position, in this order, from torch's global generator)."""
         stop = min(w.start + w.size, total)
         frames = self._cached(seq)
         if frames is None:
@@ -148,29 +194,10 @@ class WindowDataset(Dataset):
             offset = 0
         top, left = self._crop_box(frames.shape[1], frames.shape[2])
         size = self.cfg.crop
-        # slice before converting, so only the crop of the window is read from the memory map
-        clip = frames_to_clip(frames[w.start - offset : stop - offset, top : top + size, left : left + size], w.size)
-        if self.augment:
-            clip = self._jitter(clip)
-            if self.cfg.flip and torch.rand(()) < 0.5:
-                clip = clip.flip(-1)
-        return clip
-
-    def _jitter(self, clip: torch.Tensor) -> torch.Tensor:
-        """One random saturation, contrast and brightness change for the whole clip ``(3, T, H, W)``, in place.
-
-        Saturation ``s`` blends each pixel with its grey ``g``, contrast ``c`` scales around the clip's mean
-        ``m`` (which the saturation change leaves as it is), brightness ``b`` shifts:
-        ``(1 + c)(1 + s) x - (1 + c) s g - c m + b``, computed in three passes over the clip.
-        """
-        strength = self.cfg.jitter
-        if strength <= 0:
-            return clip
-        brightness, contrast, saturation = ((torch.rand(3) * 2 - 1) * strength).tolist()
-        grey = clip.mean(0)
-        mean = grey.mean().item()
-        clip.mul_((1 + contrast) * (1 + saturation)).add_(grey, alpha=-(1 + contrast) * saturation)
-        return clip.add_(brightness - contrast * mean).clamp_(-1.0, 1.0)
+        # slice before copying, so only the crop of the window is read from the memory map
+        clip = frames_to_uint8_clip(frames[w.start - offset : stop - offset, top : top + size, left : left + size], w.size)
+        params = draw_parameters(self.cfg.augment, self.cfg.jitter, self.cfg.flip) if self.augment else None
+        return clip, params
 
     # features
 
@@ -193,14 +220,46 @@ class WindowDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(part))
 
 
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``(b, ...)``. One tensor becomes a batch of one without a copy (in a loader worker it is already in
+    shared memory when :func:`frames_to_uint8_clip` made it); several are stacked, in a loader worker
+    straight into shared memory (``default_collate``), channels-first views of channels-last clips in
+    their own memory order."""
+    first = tensors[0]
+    if len(tensors) == 1:
+        return first[None]
+    if first.ndim == 4 and first.stride(0) == 1 and not first.is_contiguous():  # (c, t, h, w) over (t, h, w, c)
+        stacked = default_collate([rearrange(x, "c t h w -> t h w c") for x in tensors])
+        return rearrange(stacked, "b t h w c -> b c t h w")
+    return default_collate(tensors)
+
+
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack clips (or features) into a batch ``(b, ...)``; segments, labels and meta stay lists, and
-    ``"targets"`` pairs them as the losses expect (``[{"segments", "labels"}, ...]``)."""
+    """Stack clips (or features) into a batch ``(b, ...)``, and augmentation parameters ``(b, k)`` when the
+    items have them; segments, labels and meta stay lists, and ``"targets"`` pairs them as the losses expect
+    (``[{"segments", "labels"}, ...]``)."""
     key = "features" if "features" in items[0] else "clip"
-    return {
-        key: torch.stack([item[key] for item in items]),
+    batch = {
+        key: _stack([item[key] for item in items]),
         "segments": [item["segments"] for item in items],
         "labels": [item["labels"] for item in items],
         "meta": [item["meta"] for item in items],
         "targets": [{"segments": item["segments"], "labels": item["labels"]} for item in items],
     }
+    if "augment" in items[0]:
+        batch["augment"] = torch.stack([item["augment"] for item in items])
+    return batch
+
+
+def model_inputs(batch: dict[str, Any], device: torch.device | str, augment: str = "jitter") -> torch.Tensor:
+    """The model's input on ``device`` from a collated batch: features ``(b, feature_dim, t)`` as they are;
+    clips ``(b, 3, T, H, W)`` copied as they come (uint8 from a ``uint8=True`` dataset: a quarter of the
+    bytes; ``non_blocking`` from pinned memory), then made float in [-1, 1] and augmented there with
+    the batch's ``"augment"`` parameters (:func:`mgtutor.data.augment.augment_clips`, ``augment`` =
+    ``data.augment``)."""
+    if "features" in batch:
+        return batch["features"].to(device, non_blocking=True)
+    clips = batch["clip"].to(device, non_blocking=True)
+    if clips.dtype != torch.uint8 and "augment" not in batch:
+        return clips
+    return augment_clips(clips, batch.get("augment"), augment)

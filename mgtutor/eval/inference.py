@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mgtutor.config import Config, override_config
-from mgtutor.data.dataset import WindowDataset, collate
+from mgtutor.data.dataset import WindowDataset, collate, model_inputs
 from mgtutor.data.smg import SequenceInfo
 from mgtutor.eval.postprocess import Detection, WindowDetections, merge_windows, meta_to_frames, window_detections
 from mgtutor.model.detector import Detector
@@ -71,10 +71,11 @@ def last_layer(model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, to
     return output.logits[-1], output.segments[-1]
 
 
-def prediction_windows(sequences: Sequence[SequenceInfo], cfg: Config) -> WindowDataset:
-    """The test-style windows of ``sequences`` (whichever split they belong to), without augmentation."""
+def prediction_windows(sequences: Sequence[SequenceInfo], cfg: Config, uint8: bool = False) -> WindowDataset:
+    """The test-style windows of ``sequences`` (whichever split they belong to), without augmentation;
+    ``uint8``: clips as uint8 crops, for :func:`mgtutor.data.dataset.model_inputs` to make float on the device."""
     features = cfg.model.encoder == "features"
-    return WindowDataset(sequences, cfg.data, "test", features=features, feature_dim=cfg.model.feature_dim, augment=False)
+    return WindowDataset(sequences, cfg.data, "test", features=features, feature_dim=cfg.model.feature_dim, augment=False, uint8=uint8)
 
 
 @torch.no_grad()
@@ -102,9 +103,8 @@ def predict_sequences(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    dataset = prediction_windows(sequences, cfg)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=cfg.data.num_workers, collate_fn=collate)
-    key = "features" if dataset.features else "clip"
+    dataset = prediction_windows(sequences, cfg, uint8=True)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=cfg.data.num_workers, collate_fn=collate, pin_memory=device.type == "cuda")
     windows: dict[int, list[WindowDetections]] = {seq.sample: [] for seq in sequences}
     was_training = model.training
     model.eval()
@@ -114,7 +114,7 @@ def predict_sequences(
 
             loader = tqdm(loader, desc="predict", unit="batch", leave=False)
         for batch in loader:
-            logits, segments = last_layer(model, batch[key].to(device))
+            logits, segments = last_layer(model, model_inputs(batch, device))
             for window_logits, window_segments, meta in zip(logits, segments, batch["meta"]):
                 windows[meta["sequence"]].append(window_detections(window_logits, window_segments, meta_to_frames(meta)))
     finally:

@@ -142,8 +142,9 @@ class SmallEncoder(VideoEncoder):
 class FeatureEncoder(VideoEncoder):
     """Precomputed features (b, feature_dim, t) -> (b, d, t) by a 1x1 convolution; no backbone.
 
-    Features from :func:`extract_features` of a frozen :class:`I3DEncoder` (feature_dim 1856) make this
-    exactly a frozen I3D encoder: a 1x1 convolution of the concatenation is the sum of the two projections.
+    Features from :func:`extract_features` of a frozen :class:`I3DEncoder` (feature_dim 1856; ``mgtutor
+    extract-features``, :mod:`mgtutor.model.features`) make this exactly a frozen I3D encoder: a 1x1
+    convolution of the concatenation is the sum of the two projections.
     """
 
     def __init__(self, feature_dim: int, hidden: int = 512):

@@ -19,6 +19,7 @@ x_proj, dt_proj, A_log, D, out_proj``), and so is the initialisation, so state d
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 from typing import Literal, get_args
 
@@ -32,24 +33,34 @@ from mgtutor.ssm.scan import selective_scan
 Backend = Literal["torch", "mamba_ssm", "auto"]  # also the allowed model.mamba_backend
 BACKENDS: tuple[str, ...] = get_args(Backend)
 
+# Builds mamba-ssm's CUDA kernels with every release: up to 2.3.2.post1 MAMBA_FORCE_BUILD=TRUE compiles them;
+# later releases compile the selective-scan kernels only when MAMBA_KEEP_CUDA_BUILD=TRUE asks for them.
+INSTALL_COMMAND = "MAMBA_FORCE_BUILD=TRUE MAMBA_KEEP_CUDA_BUILD=TRUE pip install --no-build-isolation 'mgtutor[cuda]'"
+
 _INSTALL_HINT = (
-    "the 'mamba_ssm' backend needs the mamba-ssm package with its CUDA kernels: on a machine with a CUDA "
-    "build of torch and nvcc, run MAMBA_FORCE_BUILD=TRUE pip install --no-build-isolation 'mgtutor[cuda]' "
-    "(or use backend='torch')"
+    "the 'mamba_ssm' backend needs the mamba-ssm package with its compiled CUDA kernels (the selective_scan_cuda "
+    f"extension): on a machine with a CUDA build of torch and nvcc, run {INSTALL_COMMAND} (or use backend='torch')"
 )
 
 
 def _fused_scan_fn():
-    """mamba_ssm's fused CUDA ``selective_scan_fn``, imported only when asked for."""
+    """mamba_ssm's fused CUDA ``selective_scan_fn``, imported only when asked for, and only when its compiled
+    kernels are really there: releases after 2.3.2.post1 import without them and fail at the first call."""
     try:
-        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except ImportError as err:  # also raised when its CUDA extension failed to build or load
+        from mamba_ssm.ops import selective_scan_interface
+    except ImportError as err:  # up to 2.3.2.post1 also raised when its CUDA extension failed to build or load
         raise ImportError(f"{_INSTALL_HINT} (import failed: {err})") from err
-    return selective_scan_fn
+    if getattr(selective_scan_interface, "selective_scan_cuda", None) is None:
+        try:
+            importlib.import_module("selective_scan_cuda")
+        except ImportError as err:
+            raise ImportError(f"{_INSTALL_HINT} (mamba_ssm imports, but its compiled kernels do not: {err})") from err
+    return selective_scan_interface.selective_scan_fn
 
 
 @functools.cache
 def _fused_available() -> bool:
+    """Whether ``backend="auto"`` may choose the fused scan: mamba_ssm and its compiled kernels import."""
     try:
         _fused_scan_fn()
     except ImportError:
@@ -73,8 +84,8 @@ class Mamba(nn.Module):
         conv_bias: whether conv1d has a bias.
         bias: whether in_proj and out_proj have biases.
         backend: "torch" (mgtutor's chunked scan, any device), "mamba_ssm" (the package's fused CUDA
-            scan; an error when it does not import), or "auto" (the fused scan when it imports and the
-            input is on CUDA, else "torch").
+            scan; an error naming the install command when it or its compiled kernels do not import), or
+            "auto" (the fused scan when both import and the input is on CUDA, else "torch").
         device, dtype: as for ``nn.Linear``.
 
     Forward: x (b, l, d_model) -> (b, l, d_model).

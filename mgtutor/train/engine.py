@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mgtutor.config import Config, ConfigError, config_from_dict, save_config
-from mgtutor.data.dataset import WindowDataset, collate
+from mgtutor.data.dataset import WindowDataset, collate, model_inputs
 from mgtutor.model.detector import Detector
 from mgtutor.runtime import default_device, seed_everything
 from mgtutor.train.checkpoint import FORMAT as CHECKPOINT_FORMAT
@@ -141,8 +141,10 @@ class Trainer:
     Args:
         config: the run's configuration (``train`` for optimisation, ``data.num_workers``,
             ``model.encoder_lr_scale``); ``train.out`` is where checkpoints and the log go.
-        model: maps a batch's ``"clip"`` (b, 3, T, H, W) or ``"features"`` (b, feature_dim, t) to an
-            output (a ``DetectorOutput``) the criterion understands.
+        model: maps a batch's ``"clip"`` (b, 3, T, H, W) float in [-1, 1] or ``"features"`` (b, feature_dim, t)
+            to an output (a ``DetectorOutput``) the criterion understands. A batch of uint8 clips (with
+            ``"augment"`` parameters) becomes that float clip on the training device
+            (:func:`mgtutor.data.dataset.model_inputs`, ``data.augment``).
         criterion: ``criterion(output, targets) -> dict`` of scalar losses with a ``"total"`` entry;
             targets are a list (length b) of ``{"segments": (g, 2), "labels": (g,)}``.
         train_dataset: items as ``mgtutor.data.dataset.WindowDataset`` gives them.
@@ -226,8 +228,7 @@ class Trainer:
         return max_steps is not None and self.global_step >= max_steps
 
     def _to_device(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-        key = "clip" if "clip" in batch else "features"
-        inputs = batch[key].to(self.device, non_blocking=True)
+        inputs = model_inputs(batch, self.device, self.config.data.augment)
         targets = [
             {"segments": s.to(self.device, non_blocking=True), "labels": l.to(self.device, non_blocking=True)}
             for s, l in zip(batch["segments"], batch["labels"])
@@ -415,14 +416,15 @@ def build_trainer(
     on_step: StepCallback | None = None,
 ) -> Trainer:
     """The detector, the set-prediction criterion and the training windows that ``config`` describes
-    (``data.root``'s training subjects, or the synthetic set ``data`` describes, made when missing)."""
+    (``data.root``'s training subjects, or the synthetic set ``data`` describes, made when missing). The
+    windows' clips travel as uint8 and are scaled and augmented on the training device."""
     context = context or DistributedContext(device=default_device())
     # Rank 0 first: it writes the synthetic set when it is missing, the others then only read it.
     if context.is_main:
-        dataset = WindowDataset.from_config(config, "train")
+        dataset = WindowDataset.from_config(config, "train", uint8=True)
     barrier(context)
     if not context.is_main:
-        dataset = WindowDataset.from_config(config, "train")
+        dataset = WindowDataset.from_config(config, "train", uint8=True)
     seed_everything(config.train.seed)
     model = Detector(config.model)
     criterion = SetCriterion(config.train, config.model.num_classes)
