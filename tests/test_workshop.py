@@ -298,3 +298,21 @@ def test_the_references_are_what_the_library_computes():
     u = torch.randn(2, block.d_inner, 11, dtype=torch.float64)
     conv = exercise("causal_conv1d").reference(u, block.conv1d.weight[:, 0], block.conv1d.bias)
     torch.testing.assert_close(conv, block.conv1d(u)[..., :11])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("number", WITH_EXERCISES)
+def test_a_students_copy_runs_top_to_bottom_with_every_exercise_not_done(number, student_copies):
+    """What a student sees on "Run All" before writing anything: no error, every check "not done yet"."""
+    from nbclient import NotebookClient
+
+    path = next(student_copies.glob(f"{number}_*.ipynb"))
+    notebook = nbformat.read(path, as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    shown = [
+        output.get("data", {}).get("text/plain", "") + output.get("text", "")
+        for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs
+    ]
+    stubs = sum("# YOUR CODE HERE" in cell.source for cell in notebook.cells)
+    assert sum("not done yet" in text for text in shown) == stubs >= 2
+    assert not any(output.output_type == "error" for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs)
