@@ -10,8 +10,9 @@ STAMP   := $(VENV)/.mgtutor-setup
 WEIGHTS := weights/i3d_kinetics400_rgb.safetensors
 NBVAL   := --nbval  # nbval's settings live in notebooks/conftest.py: the users' own command
 LAB_PORT ?= 8888
+LAB_DIR  ?= notebooks
 
-.PHONY: setup weights demo test unit-test notebook-test browser-test lab clean
+.PHONY: setup weights demo test unit-test notebook-test browser-test student lab clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,9 +50,13 @@ notebook-test: setup weights
 browser-test: setup
 	$(PY) -m pytest -q -m browser tests/test_browser.py
 
+# the students' copies: student/NN_*.ipynb, solutions replaced by stubs (make lab LAB_DIR=student serves them)
+student: setup
+	$(VENV)/bin/mgtutor student --notebooks notebooks --out student
+
 lab: setup
-	@echo "JupyterLab on notebooks/: open http://127.0.0.1:$(LAB_PORT)/lab (the token is printed below)"
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser \
+	@echo "JupyterLab on $(LAB_DIR)/: open http://127.0.0.1:$(LAB_PORT)/lab (the token is printed below)"
+	$(VENV)/bin/jupyter lab --notebook-dir=$(LAB_DIR) --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser \
 		$(if $(filter 0,$(shell id -u)),--allow-root,)
 
 clean:

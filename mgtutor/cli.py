@@ -408,6 +408,25 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _student_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--notebooks", default="notebooks", metavar="DIR", help="the instructor's notebooks (default: notebooks)")
+    parser.add_argument("--out", default="student", metavar="DIR", help="where the students' copies go (default: student)")
+
+
+@command("student", "Write the students' copies of the notebooks: solutions replaced by stubs, outputs cleared.", _student_arguments)
+def _student(args: argparse.Namespace) -> int:
+    from mgtutor.workshop.student import SolutionMarkerError, exercise_count, write_student_copies
+
+    try:
+        written = write_student_copies(args.notebooks, args.out)
+    except SolutionMarkerError as err:
+        raise UserError(str(err)) from err
+    for path in written:
+        count = exercise_count(path)
+        print(f"wrote {path}" + (f" ({count} exercise{'s' if count != 1 else ''})" if count else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:

@@ -329,3 +329,65 @@ def check_widget_redraws_plot(page: Page, description: str, steps: int = 1, time
     wait_for_plot(page, control, timeout, different_from=before)
     if errors := error_outputs(page):
         raise AssertionError(f"after changing {description!r} the page shows an error:\n" + "\n---\n".join(errors))
+
+
+def code_cell(page: Page, text: str) -> Locator:
+    """The one code cell of the open notebook whose source contains ``text``."""
+    cells = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell").filter(
+        has=page.locator(".jp-InputArea .cm-content", has_text=text)
+    )
+    count = cells.count()
+    if count != 1:
+        raise AssertionError(f"expected one code cell containing {text!r}, found {count}")
+    return cells
+
+
+def check_statuses(page: Page) -> list[str]:
+    """The status of every exercise check shown (mgtutor.workshop's boxes): 'passed', 'not-done', 'wrong'."""
+    return [s or "" for s in page.locator(".mgtutor-check").evaluate_all("els => els.map(e => e.dataset.status)")]
+
+
+def check_outputs(page: Page, expected: dict[str, int], timeout: float = 30.0) -> None:
+    """Wait until the exercise checks on the page show exactly ``expected`` ({status: count}), e.g.
+    {"not-done": 3} after a first run of a students' copy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        statuses = check_statuses(page)
+        counts = {status: statuses.count(status) for status in set(statuses)}
+        if counts == expected:
+            return
+        if errors := error_outputs(page):
+            raise AssertionError("a cell shows an error:\n" + "\n---\n".join(errors))
+        if time.monotonic() > deadline:
+            texts = page.locator(".mgtutor-check").all_inner_texts()
+            raise AssertionError(f"expected exercise checks {expected}, the page shows {counts}:\n" + "\n".join(texts))
+        page.wait_for_timeout(250)
+
+
+def fill_in_and_rerun(page: Page, cell_text: str, source: str, check_text: str, timeout: float = 120.0) -> None:
+    """Fill in an exercise as a student does: replace the source of the cell containing ``cell_text`` by
+    ``source`` (select all, paste), run it and the check cell below it (Shift+Enter twice), and wait until
+    that check (the cell containing ``check_text``) turns green."""
+    cell = code_cell(page, cell_text)
+    cell.scroll_into_view_if_needed()
+    cell.locator(".jp-InputArea .cm-content").click()
+    page.keyboard.press("Control+a")
+    page.keyboard.insert_text(source)  # a paste: no auto-indent or auto-closed brackets
+    typed = cell.locator(".jp-InputArea .cm-content").inner_text()
+    if "NotImplementedError" in typed or "BEGIN SOLUTION" not in typed:
+        raise AssertionError(f"the cell was not replaced by the solution; it reads:\n{typed}")
+    page.keyboard.press("Shift+Enter")  # runs the exercise cell and selects the check cell below it
+    page.keyboard.press("Shift+Enter")  # runs the check
+    check = code_cell(page, check_text)
+    box = check.locator(".mgtutor-check")
+    deadline = time.monotonic() + timeout
+    while not (box.count() == 1 and box.get_attribute("data-status") == "passed"):
+        if errors := error_outputs(page):
+            raise AssertionError("after filling in the exercise a cell shows an error:\n" + "\n---\n".join(errors))
+        if time.monotonic() > deadline:
+            shown = box.all_inner_texts() if box.count() else ["(no check output)"]
+            raise TimeoutError(f"the check did not turn green within {timeout:.0f} s; it shows:\n" + "\n".join(shown))
+        page.wait_for_timeout(250)
+    red, green, blue = (int(v) for v in re.findall(r"\d+", box.evaluate("e => getComputedStyle(e).backgroundColor"))[:3])
+    if not green > max(red, blue):
+        raise AssertionError(f"the passed check's background is rgb({red}, {green}, {blue}), not green")

@@ -1,10 +1,13 @@
 """The notebooks as a workshop student uses them: JupyterLab in a real browser (Debian's Chromium).
 
-Each test opens a notebook from a copy of ``notebooks/`` in ``test-artifacts/browser/notebooks/`` (so
-JupyterLab's saves never touch the committed files),
-clears and runs every cell through JupyterLab's menus, checks that no cell shows an error, then moves a
-widget and checks that its plot is redrawn. On failure a full-page screenshot, the browser console and
-the server log are kept under ``test-artifacts/browser/``; the failure message names the folder.
+The server runs on a copy of ``notebooks/`` and of the students' copies (written by
+``mgtutor.workshop.student``, as ``make student`` does) in ``test-artifacts/browser/workshop/``, so
+JupyterLab's saves never touch the committed files. Each test opens a notebook, clears and runs every
+cell through JupyterLab's menus, checks that no cell shows an error, then moves a widget and checks that
+its plot is redrawn. In the students' copy of notebook 01, every exercise's check must first say "not
+done yet"; then one exercise is filled in as a student types it, its two cells are run again, and its
+check must turn green. On failure a full-page screenshot, the browser console and the server log are kept
+under ``test-artifacts/browser/``; the failure message names the folder.
 
 Run with ``make browser-test`` (or ``pytest -m browser tests/test_browser.py``); needs /usr/bin/chromium.
 """
@@ -12,6 +15,7 @@ Run with ``make browser-test`` (or ``pytest -m browser tests/test_browser.py``);
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +28,12 @@ from browser_support import (
     CHROMIUM_ARGS,
     JupyterLab,
     check_widget_redraws_plot,
+    check_outputs,
+    fill_in_and_rerun,
     open_notebook,
     run_all_cells,
 )
+from mgtutor.workshop.student import BEGIN, write_student_copies
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -41,11 +48,12 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory) -> Iterator[JupyterLab]:
-    """One JupyterLab server for the module, on a throwaway copy of notebooks/ inside the checkout
-    (JupyterLab autosaves what it runs; notebooks find configs/ by walking up from their folder)."""
-    root = ARTIFACTS / "notebooks"
+    """One JupyterLab server for the module, on throwaway copies inside the checkout: notebooks/ and the
+    students' copies in student/ (JupyterLab autosaves what it runs)."""
+    root = ARTIFACTS / "workshop"
     shutil.rmtree(root, ignore_errors=True)
-    shutil.copytree(NOTEBOOKS, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    shutil.copytree(NOTEBOOKS, root / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    write_student_copies(NOTEBOOKS, root / "student")
     with JupyterLab(root, tmp_path_factory.mktemp("lab-state"), ARTIFACTS / "jupyterlab.log") as server:
         yield server
 
@@ -92,17 +100,27 @@ def notebook(name: str) -> str:
     return name
 
 
-def test_notebook_01_runs_and_the_delta_slider_redraws_the_impulse_responses(lab, browser):
+def solution_cell(name: str, function: str) -> str:
+    """The instructor's source of the cell that defines ``function`` (the one a student fills in)."""
+    cells = json.loads((NOTEBOOKS / name).read_text())["cells"]
+    sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    return next(src for src in sources if src.startswith(f"def {function}(") and BEGIN in src)
+
+
+def test_students_notebook_01_runs_with_exercises_not_done_then_one_filled_in_turns_green(lab, browser):
     name = notebook("01_ssm_discretisation.ipynb")
     with student(browser, lab, "01") as page:
-        open_notebook(page, lab, name)
+        open_notebook(page, lab, f"student/{name}")
         run_all_cells(page, timeout=300)
+        check_outputs(page, {"not-done": 3})
         check_widget_redraws_plot(page, "Delta", steps=6)
+        fill_in_and_rerun(page, "def zoh_diagonal(", solution_cell(name, "zoh_diagonal"), 'check("zoh_diagonal"')
+        check_outputs(page, {"passed": 1, "not-done": 2})
 
 
 def test_notebook_09_runs_and_another_query_redraws_its_trajectory(lab, browser):
     name = notebook("09_trajectories_and_evaluation.ipynb")
     with student(browser, lab, "09") as page:
-        open_notebook(page, lab, name)
+        open_notebook(page, lab, f"notebooks/{name}")
         run_all_cells(page, timeout=600)
         check_widget_redraws_plot(page, "query")

@@ -1,0 +1,8 @@
+"""The exercises of the notebooks, one module a notebook: each registers its exercises with
+:func:`mgtutor.workshop.check.register` when imported (``check.EXERCISE_MODULES`` lists the modules).
+
+- `discretisation` (notebook 01): ZOH for a diagonal A, the SSM kernel, the causal FFT convolution
+- `selective_scan` (notebook 02): the scan's recurrence, the reverse recurrence of its backward
+- `mamba_block` (notebook 03): the causal depthwise convolution, the skip and the gate
+- `mamba_mhsa` (notebook 04): the residual Mamba stream, the scan in segment-centre order
+"""
