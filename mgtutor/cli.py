@@ -419,7 +419,7 @@ def _student(args: argparse.Namespace) -> int:
 
     try:
         written = write_student_copies(args.notebooks, args.out)
-    except SolutionMarkerError as err:
+    except (SolutionMarkerError, ValueError) as err:
         raise UserError(str(err)) from err
     for path in written:
         count = exercise_count(path)

@@ -97,6 +97,17 @@ def ws(tmp_path_factory) -> dict[str, Path]:
     paths["pred_foreign"] = folder / "pred_foreign"
     put("pred_ok/Sample0004_finelabels.csv", "1,0,5\n")
     paths["pred_ok"] = folder / "pred_ok"
+    # instructor notebooks: a good one, one that is not JSON, one whose solution is never closed
+    import nbformat
+
+    def notebook(*sources: str) -> str:
+        return nbformat.writes(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in sources]))
+
+    put("nb_ok/01_ok.ipynb", notebook("def f():\n    ### BEGIN SOLUTION\n    # HINT: return one\n    return 1\n    ### END SOLUTION"))
+    put("nb_broken/01_broken.ipynb", "{not json")
+    put("nb_unclosed/01_unclosed.ipynb", notebook("def f():\n    ### BEGIN SOLUTION\n    # HINT: return one\n    return 1"))
+    for name in ("nb_ok", "nb_broken", "nb_unclosed"):
+        paths[name] = folder / name
     # a root whose _data.csv gives an infinite frame rate (once an endless loop in prepare and train)
     inf_root = shutil.copytree(root, folder / "inf_root")
     (inf_root / "Sample0002" / "Sample0002_data.csv").write_text("240,inf,4000\n")
@@ -253,6 +264,16 @@ EVALUATE = [
     ("plot is a folder", ["--pred", "{pred_ok}", "--gt", "{root}", "--subjects", "4", "--plot", "{empty_dir}"], "empty_dir is a folder"),
 ]
 
+STUDENT = [
+    ("missing notebooks", ["--notebooks", "{ws}/nowhere", "--out", "{ws}/st"], "nowhere: not a folder: expected the instructor's notebooks"),
+    ("notebooks is a file", ["--notebooks", "{a_file}", "--out", "{ws}/st"], "a_file: not a folder"),
+    ("no notebooks", ["--notebooks", "{empty_dir}", "--out", "{ws}/st"], "no notebooks matching"),
+    ("out is a file", ["--notebooks", "{nb_ok}", "--out", "{a_file}"], "a_file exists and is not a folder: expected a folder for the students' copies"),
+    ("out is the instructor's folder", ["--notebooks", "{nb_ok}", "--out", "{nb_ok}"], "is the instructor's folder"),
+    ("not a notebook", ["--notebooks", "{nb_broken}", "--out", "{ws}/st"], "01_broken.ipynb: not a readable notebook"),
+    ("unclosed solution", ["--notebooks", "{nb_unclosed}", "--out", "{ws}/st"], "01_unclosed.ipynb"),
+]
+
 DEMO = [
     ("missing config", ["--config", "{ws}/none.yaml", "--out", "{ws}/demo"], "cannot read configuration file"),
     ("lr nan", ["--set", "train.lr=nan", "--out", "{ws}/demo"], "train.lr must be a finite number"),
@@ -262,7 +283,7 @@ DEMO = [
      "data.synthetic_size must be an even number >= 16"),
 ]  # fmt: skip
 
-TABLES = {"synth": SYNTH, "check-data": CHECK_DATA, "prepare": PREPARE, "extract-features": EXTRACT_FEATURES, "convert-i3d": CONVERT_I3D, "train": TRAIN,
+TABLES = {"student": STUDENT, "synth": SYNTH, "check-data": CHECK_DATA, "prepare": PREPARE, "extract-features": EXTRACT_FEATURES, "convert-i3d": CONVERT_I3D, "train": TRAIN,
           "predict": PREDICT, "evaluate": EVALUATE, "demo": DEMO}  # fmt: skip
 CASES = [pytest.param(name, argv, expected, id=f"{name}: {case}") for name, table in TABLES.items() for case, argv, expected in table]
 

@@ -24,8 +24,6 @@ what the copy is. Only nbformat is needed (no nbgrader).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import nbformat
@@ -111,30 +109,31 @@ def student_notebook(notebook: nbformat.NotebookNode, name: str) -> nbformat.Not
     return copy
 
 
-def _write_atomically(notebook: nbformat.NotebookNode, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            nbformat.write(notebook, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_student_copies(source_dir: str | Path, out_dir: str | Path, pattern: str = NOTEBOOKS) -> list[Path]:
     """Write a students' copy of every notebook ``source_dir/NN_*.ipynb`` to ``out_dir`` (same names).
 
     Every copy is checked before any is written, so a bad marker leaves ``out_dir`` as it was.
     """
-    source_dir, out_dir = Path(source_dir), Path(out_dir)
+    from mgtutor.files import atomic_path, check_output_folder
+
+    source_dir, out_dir = Path(source_dir), check_output_folder(out_dir, "the students' copies")
+    if not source_dir.is_dir():
+        raise NotADirectoryError(f"{source_dir}: not a folder: expected the instructor's notebooks")
+    if out_dir.resolve() == source_dir.resolve():
+        raise ValueError(f"{out_dir} is the instructor's folder: the students' copies would replace the notebooks they are made from")
     sources = sorted(source_dir.glob(pattern))
     if not sources:
         raise FileNotFoundError(f"no notebooks matching {pattern} in {source_dir}")
-    copies = {path.name: student_notebook(nbformat.read(path, as_version=4), path.name) for path in sources}
-    out_dir.mkdir(parents=True, exist_ok=True)
+    copies = {}
+    for path in sources:
+        try:
+            notebook = nbformat.read(path, as_version=4)
+        except Exception as err:  # nbformat raises JSON, validation and reader errors of several kinds
+            raise SolutionMarkerError(f"{path}: not a readable notebook ({' '.join(str(err).split())[:200]})") from None
+        copies[path.name] = student_notebook(notebook, path.name)
     written = []
     for name, notebook in copies.items():
-        _write_atomically(notebook, out_dir / name)
+        with atomic_path(out_dir / name) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+            nbformat.write(notebook, handle)
         written.append(out_dir / name)
     return written
