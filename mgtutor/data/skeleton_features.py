@@ -6,7 +6,7 @@ precomputed-features path (``model.encoder = "features"``) with 150 numbers a fe
 the skeleton file that every SMG-format sequence carries: the 25 joints' positions relative to the spine
 base, scaled by the subject's spine-to-head distance, and how much each moved since the previous frame,
 averaged over the 4 frames of a step (the encoder's stride). After the encoder the detector is the
-paper's design, at the sizes its configuration gives (``mgtutor.train.lesson`` compares the lessons' with the paper's).
+paper's design at the lesson's sizes (notebooks 08 and 09 print how they differ from the paper's).
 
 Layout: ``<features_dir>/SampleXXXX.npy`` of shape (150, ceil(T / 4)), T the frames sampled at ``fps``,
 as :func:`mgtutor.data.dataset.features_path` reads it.
