@@ -72,7 +72,8 @@ def _log_scale_if_positive(ax: Axes, values: Sequence[float]) -> None:
     if finite and min(finite) > 0:
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(PlainLogFormatter())
-        ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
+        # minor ticks labelled too: some (3, 30) on up to two decades, all of them on under half a decade
+        ax.yaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
 def _lr_changes(records: Sequence[dict[str, Any]]) -> tuple[list[float], str | None]:
