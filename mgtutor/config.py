@@ -15,7 +15,7 @@ import functools
 import math
 import types
 import typing
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -467,3 +467,59 @@ def save_config(config: Config, path: str | Path) -> None:
 def _one_line(err: Exception) -> str:
     """A YAML parser's message (several lines, with a caret drawing) as one line."""
     return " ".join(line.strip() for line in str(err).splitlines() if line.strip() and set(line.strip()) != {"^"})
+
+
+# Keys that say where files are, not what is trained: two runs of one experiment on two machines differ here.
+PATH_KEYS = ("data.root", "data.cache", "data.features", "data.synthetic_dir", "model.encoder_weights", "train.out")
+
+
+def config_differences(
+    configs: Mapping[str, Config], ignore: Iterable[str] = PATH_KEYS
+) -> list[tuple[str, tuple[Any, ...]]]:
+    """Every ``section.key`` whose value is not the same in all of ``configs``, with each one's value.
+
+    Args:
+        configs: name -> configuration, e.g. ``{"this notebook": cfg, "the paper": paper}``.
+        ignore: keys left out (default :data:`PATH_KEYS`, the file locations).
+
+    Returns:
+        ``[("model.layers", (2, 4)), ...]`` in the order the dataclasses declare the keys, values in the
+        order of ``configs``.
+    """
+    ignored = set(ignore)
+    values = [config.to_dict() for config in configs.values()]
+    rows = []
+    for section in dataclasses.fields(Config):
+        for key in values[0][section.name] if values else ():
+            name = f"{section.name}.{key}"
+            row = tuple(v[section.name][key] for v in values)
+            if name not in ignored and any(value != row[0] for value in row[1:]):
+                rows.append((name, row))
+    return rows
+
+
+def _brief(value: Any) -> str:
+    """A value as a table cell: runs of consecutive integers as ranges ([1, 2, 3, 7] -> "1-3, 7")."""
+    if isinstance(value, list) and value and all(isinstance(v, int) for v in value):
+        runs: list[list[int]] = []
+        for v in value:
+            if runs and v == runs[-1][-1] + 1:
+                runs[-1].append(v)
+            else:
+                runs.append([v])
+        return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def format_config_differences(configs: Mapping[str, Config], ignore: Iterable[str] = PATH_KEYS) -> str:
+    """:func:`config_differences` as a text table: a row a key, a column a configuration."""
+    rows = [(name, [_brief(v) for v in row]) for name, row in config_differences(configs, ignore)]
+    if not rows:
+        return "no differences (" + ", ".join(configs) + " agree on every key compared)"
+    header = ["key", *configs]
+    widths = [max(len(header[0]), *(len(name) for name, _ in rows))]
+    widths += [max(len(title), *(len(cells[i]) for _, cells in rows)) for i, title in enumerate(header[1:])]
+    lines = ["  ".join(text.ljust(width) for text, width in zip(header, widths)).rstrip()]
+    lines.append("  ".join("-" * width for width in widths))
+    lines += ["  ".join(text.ljust(width) for text, width in zip([name, *cells], widths)).rstrip() for name, cells in rows]
+    return "\n".join(lines)

@@ -8,6 +8,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import pytest
+from matplotlib.colors import to_rgb
 
 from mgtutor.train.log import append_record, read_log, write_log
 from mgtutor.viz.training import plot_training_log, save_training_curve
@@ -47,35 +48,59 @@ def test_a_line_cut_short_at_the_end_is_ignored_elsewhere_refused(tmp_path):
         read_log(tmp_path / "missing.jsonl")
 
 
+def panels(figure):
+    """title -> axes, and title -> {line label: line} (the learning-rate marks left out)."""
+    axes = {ax.get_title(): ax for ax in figure.axes}
+    lines = {title: {line.get_label(): line for line in ax.get_lines() if line.get_linestyle() != ":"} for title, ax in axes.items()}
+    return axes, lines
+
+
 @pytest.mark.parametrize("with_eval", [True, False])
-def test_plot_draws_every_term_the_lr_and_the_evaluation(tmp_path, with_eval):
+def test_plot_draws_a_panel_a_question(tmp_path, with_eval):
     path = tmp_path / "log.jsonl"
     write_log(path, records(with_eval))
     figure = plot_training_log(path)
-    loss_ax, *right = figure.axes
-    assert [line.get_label() for line in loss_ax.get_lines()] == ["total", "class", "l1"]
-    assert list(loss_ax.get_lines()[0].get_ydata()) == [3.0 / e for e in range(1, 7)]
-    assert loss_ax.get_yscale() == "log"
-    labels = {line.get_label(): line for ax in right for line in ax.get_lines()}
-    assert list(labels["learning rate"].get_ydata()) == [r["lr"] for r in records(False)]
+    axes, lines = panels(figure)
+    total, terms = "total loss (what is minimised)", "last layer: each term, unweighted"
+    assert list(axes) == [total, terms] + ["evaluation"] * with_eval  # no aux terms: no per-layer row
+    assert list(lines[total]["total"].get_ydata()) == [3.0 / e for e in range(1, 7)]
+    assert list(lines[terms]) == ["class", "L1"]
+    assert list(lines[terms]["L1"].get_ydata()) == [0.4 / e for e in range(1, 7)]
+    assert axes[total].get_yscale() == "log" and axes[terms].get_yscale() == "log"
     if with_eval:
-        assert list(labels["f1"].get_xdata()) == [2, 4, 6] and len(right) == 2
-    else:
-        assert "f1" not in labels and len(right) == 1
-    legend = [text.get_text() for text in loss_ax.get_legend().get_texts()]
-    assert "learning rate" in legend and ("f1" in legend) == with_eval
+        assert list(lines["evaluation"]["f1"].get_xdata()) == [2, 4, 6]
+        assert list(lines["evaluation"]["map"].get_ydata()) == [0.1, 0.2, 0.30000000000000004]
     plt.close(figure)
 
 
-def test_auxiliary_terms_are_dotted_in_their_terms_colour():
-    log = [r | {"loss/class_0": 1.5 / r["epoch"], "loss/l1_0": 0.5 / r["epoch"]} for r in records(False)]
+def test_the_learning_rate_changes_are_marked_on_every_panel():
+    figure = plot_training_log(records(True))  # lr halved after epochs 2 and 4
+    for ax in figure.axes:
+        marks = [line for line in ax.get_lines() if line.get_linestyle() == ":"]
+        assert [line.get_xdata()[0] for line in marks] == [2.5, 4.5]
+    legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert legend == ["learning rate x0.5", "total"]
+    assert all("learning rate" not in t.get_text() for ax in figure.axes[1:] for t in ax.get_legend().get_texts())
+    plt.close(figure)
+    steady = [r | {"lr": 1e-4} for r in records(False)]
+    figure = plot_training_log(steady)
+    assert not [line for ax in figure.axes for line in ax.get_lines() if line.get_linestyle() == ":"]
+    plt.close(figure)
+
+
+def test_auxiliary_terms_get_a_panel_a_term_with_a_line_a_layer():
+    log = [r | {"loss/class_0": 1.5 / r["epoch"], "loss/class_1": 1.2 / r["epoch"], "loss/l1_0": 0.5 / r["epoch"]} for r in records(False)]
     figure = plot_training_log(log)
-    lines = {line.get_label(): line for line in figure.axes[0].get_lines()}
-    assert list(lines) == ["total", "class", "l1", "_aux"]  # the two aux lines share one hidden label
-    aux = [line for line in figure.axes[0].get_lines() if line.get_label() == "_aux"]
-    assert [line.get_color() for line in aux] == [lines["class"].get_color(), lines["l1"].get_color()]
-    assert all(line.get_linestyle() == ":" for line in aux)
-    assert "earlier layers" in [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    axes, lines = panels(figure)
+    assert list(axes)[2:] == ["class by decoder layer", "L1 by decoder layer"]
+    assert list(lines["class by decoder layer"]) == ["layer 1", "layer 2", "layer 3 (last)"]
+    by_layer = lines["class by decoder layer"]
+    assert list(by_layer["layer 1"].get_ydata()) == [1.5 / e for e in range(1, 7)]
+    assert list(by_layer["layer 3 (last)"].get_ydata()) == [1.0 / e for e in range(1, 7)]
+    # the last layer in the term's own colour, earlier layers lighter
+    assert by_layer["layer 3 (last)"].get_color() == lines["last layer: each term, unweighted"]["class"].get_color()
+    assert sum(to_rgb(by_layer["layer 1"].get_color())) > sum(to_rgb(by_layer["layer 2"].get_color()))
+    assert list(lines["L1 by decoder layer"]) == ["layer 1", "layer 2 (last)"]
     plt.close(figure)
 
 
@@ -83,7 +108,7 @@ def test_plot_picks_the_headline_metrics_unless_told():
     log = [r | {"eval/f1": 0.5, "eval/map": 0.2, "eval/correct": 12, "eval/map@0.5": 0.3} for r in records(False)]
 
     def drawn(figure):
-        names = {line.get_label() for ax in figure.axes[1:] for line in ax.get_lines()} - {"learning rate"}
+        names = set(panels(figure)[1]["evaluation"])
         plt.close(figure)
         return names
 
@@ -93,11 +118,16 @@ def test_plot_picks_the_headline_metrics_unless_told():
     assert drawn(plot_training_log(other)) == {"accuracy"}
 
 
-def test_plot_into_a_given_axis_and_save(tmp_path):
-    figure, ax = plt.subplots(figsize=(4, 3))
-    assert plot_training_log(records(True), ax=ax) is figure
+def test_plot_into_a_given_figure_and_save(tmp_path):
+    figure = plt.figure(figsize=(8, 3))
+    assert plot_training_log(records(True), figure=figure) is figure
+    assert len(figure.axes) == 3 and tuple(figure.get_size_inches()) == (8, 3)
+    plt.close(figure)
+    figure = plot_training_log(records(True), figsize=(10, 3))
+    assert tuple(figure.get_size_inches()) == (10, 3)
     plt.close(figure)
     png = save_training_curve(records(True), tmp_path / "curve" / "training_curve.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plt.get_fignums()  # the saved figure was closed
     with pytest.raises(ValueError, match="no epoch"):
         plot_training_log([])

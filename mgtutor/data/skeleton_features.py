@@ -5,7 +5,8 @@ encoder from pixels takes far longer than a lesson has, so notebooks 08 and 09 f
 precomputed-features path (``model.encoder = "features"``) with 150 numbers a feature step computed from
 the skeleton file that every SMG-format sequence carries: the 25 joints' positions relative to the spine
 base, scaled by the subject's spine-to-head distance, and how much each moved since the previous frame,
-averaged over the 4 frames of a step (the encoder's stride). Everything after the encoder is the paper's.
+averaged over the 4 frames of a step (the encoder's stride). After the encoder the detector is the
+paper's design at the lesson's sizes (notebooks 08 and 09 print how they differ from the paper's).
 
 Layout: ``<features_dir>/SampleXXXX.npy`` of shape (150, ceil(T / 4)), T the frames sampled at ``fps``,
 as :func:`mgtutor.data.dataset.features_path` reads it.

@@ -80,7 +80,7 @@ def label_timeline(
     used = sorted({g.label for s in sequences for g in s.gestures})
     names = class_names or [str(label) for label in range(1, NUM_LABELS + 1)]
     handles = [plt.Rectangle((0, 0), 1, 1, color=palette[label - 1]) for label in used]
-    ax.legend(handles, [f"{label} {names[label - 1]}" for label in used], fontsize=7, ncols=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.legend(handles, [f"{label} {names[label - 1]}" for label in used], fontsize=8, ncols=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax.figure
 
 
@@ -94,7 +94,7 @@ def class_and_duration_histograms(
     counts = np.bincount([g.label for g in gestures], minlength=NUM_LABELS + 1)[1:]
     names = class_names or [str(label) for label in range(1, NUM_LABELS + 1)]
     sns.barplot(x=list(range(1, NUM_LABELS + 1)), y=counts, hue=list(range(1, NUM_LABELS + 1)), palette=class_palette(), legend=False, ax=left)
-    left.set_xticks(range(NUM_LABELS), [f"{i + 1} {n}" for i, n in enumerate(names)], rotation=70, ha="right", fontsize=7)
+    left.set_xticks(range(NUM_LABELS), [f"{i + 1} {n}" for i, n in enumerate(names)], rotation=70, ha="right", fontsize=8)
     left.set_ylabel("gestures")
     lengths = np.array([g.num_frames for g in gestures])
     sns.histplot(lengths, bins=30, ax=right, color="tab:blue")
@@ -125,7 +125,7 @@ def window_plot(seq: SequenceInfo, windows: Sequence[Window], fps: float, ax: Ax
             kept = i in w.gestures
             style: dict[str, Any] = {"color": palette[seq.gestures[i].label - 1]} if kept else {"facecolor": "none", "edgecolor": palette[seq.gestures[i].label - 1], "linestyle": ":"}
             ax.broken_barh([(x0, x1 - x0)], (row - 0.3, 0.6), **style)
-    ax.set_yticks(range(len(windows) + 1), ["gestures"] + [f"window @{w.start}" for w in windows], fontsize=7)
+    ax.set_yticks(range(len(windows) + 1), ["gestures"] + [f"window @{w.start}" for w in windows], fontsize=9)
     ax.invert_yaxis()
     ax.set_xlabel(f"sampled frame at {fps:g} fps")
     ax.set_title(f"{seq.name}: filled = kept (fully inside), dotted = cut by the window's edge", fontsize=9)

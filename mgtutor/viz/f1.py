@@ -64,14 +64,14 @@ def plot_f1_walk(
         ax.barh(-i, end + 1 - start, left=start, height=height, color=class_colour(int(label)), edgecolor="black",
                 linewidth=1.0, linestyle="-" if j is not None else "--")  # fmt: skip
         name = class_names[int(label) - 1] if class_names and int(label) <= len(class_names) else f"class {int(label)}"
-        ax.text(end + 2, -i, name if j is not None else f"{name} (missed)", va="center", fontsize=7)
+        ax.text(end + 2, -i, name if j is not None else f"{name} (missed)", va="center", fontsize=8)
     for j, (label, start, end) in enumerate(pred):
         count = times_credited.get(j, 0)
         ax.barh(-(len(gt) + j), end + 1 - start, left=start, height=height, color=class_colour(int(label)),
                 edgecolor="tab:red" if count > 1 else "black", linewidth=2.5 if count > 1 else 0.6,
                 hatch=None if count else "///")  # fmt: skip
         if count != 1:
-            ax.text(end + 2, -(len(gt) + j), f"credited {count}x" if count else "false alarm", va="center", fontsize=7,
+            ax.text(end + 2, -(len(gt) + j), f"credited {count}x" if count else "false alarm", va="center", fontsize=8,
                     color="tab:red" if count > 1 else "0.3")  # fmt: skip
     for i, j in enumerate(credited):
         if j is None:
@@ -84,7 +84,7 @@ def plot_f1_walk(
                 va="center", bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none"})  # fmt: skip
 
     ticks = [-i for i in range(rows)]
-    ax.set_yticks(ticks, [f"truth {i}" for i in range(len(gt))] + [f"prediction {j}" for j in range(len(pred))], fontsize=7)
+    ax.set_yticks(ticks, [f"truth {i}" for i in range(len(gt))] + [f"prediction {j}" for j in range(len(pred))], fontsize=8)
     ax.set_ylim(-rows + 0.4, 0.6)
     ax.set_xlabel("frame")
     ax.grid(axis="x", alpha=0.3)

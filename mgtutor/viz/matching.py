@@ -82,7 +82,7 @@ def plot_cost_matrix(
         ax.set_xticks(range(targets), names, rotation=40 if crowded else 0, ha="right" if crowded else "center",
                       fontsize=8)  # fmt: skip
         ax.set_yticks(range(queries))
-        ax.tick_params(axis="y", labelsize=7)
+        ax.tick_params(axis="y", labelsize=8)
         ax.set_title(name, fontsize=10, fontweight="bold" if name == "total" else "normal")
         figure.colorbar(image, ax=ax, shrink=0.6, location="bottom")
     axes[0][0].set_ylabel("query")
