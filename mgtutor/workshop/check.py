@@ -74,6 +74,8 @@ class Exercise:
         cases: builds the inputs, called with torch's random state forked and seeded.
         mistakes: known wrong versions with their messages, tried in order.
         rtol, atol: tolerances when the dtype's defaults are too tight (e.g. float32 sums in another order).
+        minutes: how long the exercise takes a student who read the section (the workshop's schedule,
+            :mod:`mgtutor.workshop.schedule`, adds it to the section's time).
     """
 
     name: str
@@ -85,6 +87,7 @@ class Exercise:
     mistakes: tuple[Mistake, ...] = ()
     rtol: float | None = None
     atol: float | None = None
+    minutes: int = 5
 
 
 REGISTRY: dict[str, Exercise] = {}

@@ -48,6 +48,7 @@ def _zoh_cases() -> list[Case]:
 
 ZOH = register(Exercise(
     name="zoh_diagonal",
+    minutes=6,
     notebook="01",
     reference=_zoh,
     reference_name="mgtutor.ssm.discretise.discretise(a, b, delta, 'zoh')",
@@ -99,6 +100,7 @@ def _kernel_cases() -> list[Case]:
 
 KERNEL = register(Exercise(
     name="ssm_kernel",
+    minutes=4,
     notebook="01",
     reference=_kernel,
     reference_name="mgtutor.ssm.discretise.kernel",
@@ -141,6 +143,7 @@ def _conv_cases() -> list[Case]:
 
 CONV = register(Exercise(
     name="fft_causal_conv",
+    minutes=5,
     notebook="01",
     reference=_conv,
     reference_name="mgtutor.ssm.discretise.causal_conv",

@@ -36,6 +36,7 @@ def _conv_cases() -> list[Case]:
 
 CAUSAL_CONV = register(Exercise(
     name="causal_conv1d",
+    minutes=6,
     notebook="03",
     reference=_conv,
     reference_name="mgtutor.ssm.Mamba's conv1d (padding k - 1, the first l outputs)",
@@ -80,6 +81,7 @@ def _skip(u, D):
 
 GATE = register(Exercise(
     name="gated_output",
+    minutes=3,
     notebook="03",
     reference=_gate,
     reference_name="mgtutor.ssm.selective_scan's skip and gate ((y + D u) * silu(z))",

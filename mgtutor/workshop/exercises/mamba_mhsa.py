@@ -49,6 +49,7 @@ def _stream_cases() -> list[Case]:
 
 STREAM = register(Exercise(
     name="mamba_stream",
+    minutes=6,
     notebook="04",
     reference=_stream,
     reference_name="MambaMHSA.scan",
@@ -108,6 +109,7 @@ def _stable(centres):
 
 CENTRE = register(Exercise(
     name="centre_ordered",
+    minutes=7,
     notebook="04",
     reference=_centre,
     reference_name="MambaMHSA(order='centre')",

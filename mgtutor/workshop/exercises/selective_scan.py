@@ -61,6 +61,7 @@ def _scan_cases() -> list[Case]:
 
 SEQUENTIAL_SCAN = register(Exercise(
     name="sequential_scan",
+    minutes=5,
     notebook="02",
     reference=_scan,
     reference_name="mgtutor.ssm.selective_scan(..., delta_softplus=True)",
@@ -152,6 +153,7 @@ def _backward_cases() -> list[Case]:
 
 SCAN_BACKWARD = register(Exercise(
     name="chunked_scan_backward",
+    minutes=6,
     notebook="02",
     reference=_autograd,
     reference_name="autograd through mgtutor.ssm.selective_scan_loop",
