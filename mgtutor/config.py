@@ -93,6 +93,7 @@ class ModelConfig:
     boundary_points: int = 4  # points with their own deformable head
     mamba_blocks: int = 2  # N_m; 0 gives PointTAD's plain self-attention
     query_order: str = "given"  # "given" (the paper), "centre" (sorted by segment centre), "bidirectional"
+    initial_points: str = "middle"  # "middle" (the paper, PointTAD: all at 0.5), "spread" (one segment a query)
     d_state: int = 16
     d_conv: int = 4
     expand: int = 2
@@ -103,6 +104,7 @@ class ModelConfig:
         choices = {
             "encoder": ("i3d", "small", "features"),
             "query_order": ("given", "centre", "bidirectional"),
+            "initial_points": ("middle", "spread"),
             "mamba_backend": ("torch", "mamba_ssm", "auto"),
         }
         for key, allowed in choices.items():
