@@ -123,6 +123,9 @@ class ModelConfig:
             raise ConfigError(f"model.boundary_points must lie in 0..model.points, got {self.boundary_points}")
 
 
+AUX_LAYERS = ("all", "pointtad")
+
+
 @dataclass
 class TrainConfig:
     """Optimisation and the set-prediction loss (NOTES.md section 3; the paper's section 4.2)."""
@@ -146,7 +149,8 @@ class TrainConfig:
     l1_weight: float = 5.0
     iou_weight: float = 5.0
     dense_weight: float = 5.0
-    aux_loss: bool = True
+    aux_loss: bool = True  # losses on the decoder layers before the last (PointTAD's --aux_loss)
+    aux_layers: str = "all"  # which of them when aux_loss: "all", or "pointtad" (its code's zip: the first b)
     # matching costs
     cost_class: float = 10.0
     cost_l1: float = 5.0
@@ -156,6 +160,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.amp not in ("bf16", "none"):
             raise ConfigError(f"train.amp must be 'bf16' or 'none', got {self.amp!r}")
+        if self.aux_layers not in AUX_LAYERS:
+            raise ConfigError(f"train.aux_layers must be one of {AUX_LAYERS}, got {self.aux_layers!r}")
         for key in ("epochs", "lr_step", "batch_size"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"train.{key} must be positive, got {getattr(self, key)}")
