@@ -266,7 +266,7 @@ def _predict(args: argparse.Namespace) -> int:
         settings = _postprocessing_for(model, cfg, train_root, device, args.batch_size)
         names = class_names(train_root)
         source_fps = video_source_fps(video)
-        window = cfg.data.window
+        window = cfg.data.window_frames
         print(f"streaming {video} at {source_fps:g} fps: windows of {window} frames at {cfg.data.fps:g} fps ({window / cfg.data.fps:g} s)")
         found = []
         for report in recognize_video(model, cfg, video, device, settings, source_fps):

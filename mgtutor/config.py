@@ -1,7 +1,8 @@
 """Named configurations: one dataclass tree, loaded from YAML and overridden with ``key=value``.
 
 Every run of mgtutor (the CPU demo, the paper's SMG setup, a benchmark) is a :class:`Config`.
-``configs/*.yaml`` hold the named ones; the command line changes single values with
+``configs/*.yaml`` hold the named ones (a file may name a ``base:`` file and state only what differs
+from it); the command line changes single values with
 ``--set model.mamba_blocks=0``. A wrong key or a value of the wrong type is refused with an error
 naming the key, never silently ignored.
 """
@@ -23,6 +24,14 @@ class ConfigError(ValueError):
     """A configuration value or key that mgtutor cannot use; the message names the key."""
 
 
+ENCODER_STRIDE = 4  # frames a feature step: both encoders' temporal stride (mgtutor.model.encoder.STRIDE)
+
+# What data.window counts. The paper (section 4.2) gives "window size 128 frames"; PointTAD's code, on
+# which the authors built, counts its window_size in feature steps of 4 frames (datasets/dataset.py:
+# a window holds window_size * interval frames). docs/fidelity.md discusses both readings.
+WINDOW_UNITS = ("frames", "feature_steps")
+
+
 @dataclass
 class DataConfig:
     """Where the sequences come from and how they are cut into windows (NOTES.md sections 2-3)."""
@@ -33,9 +42,10 @@ class DataConfig:
     train_subjects: list[int] = field(default_factory=lambda: list(range(1, 36)))
     test_subjects: list[int] = field(default_factory=lambda: list(range(36, 41)))
     fps: float = 10.0  # target frame rate the model sees
-    window: int = 128  # frames per window at the target fps
-    train_stride: int | None = None  # None: window // 4 (75% overlap)
-    test_stride: int | None = None  # None: window (no overlap), plus an end-aligned last window
+    window: int = 128  # window length, counted in window_unit
+    window_unit: str = "frames"  # "frames" at data.fps (the paper's words) or "feature_steps" (PointTAD's window_size)
+    train_stride: int | None = None  # in window_unit; None: window // 4 (75% overlap)
+    test_stride: int | None = None  # in window_unit; None: window (no overlap), plus an end-aligned last window
     short_side: int = 256  # frames are resized so their short side is this in the cache
     crop: int = 224  # training crop (random) and test crop (centre)
     flip: bool = False  # some micro-gestures are side-specific, so no flips by default
@@ -51,8 +61,15 @@ class DataConfig:
     synthetic_difficulty: str = "demo"  # "demo" or "hard"
 
     def __post_init__(self) -> None:
-        if self.window < 4 or self.window % 4:
-            raise ConfigError(f"data.window must be a positive multiple of 4 (the encoder's stride), got {self.window}")
+        if self.window_unit not in WINDOW_UNITS:
+            raise ConfigError(f"data.window_unit must be one of {WINDOW_UNITS}, got {self.window_unit!r}")
+        if self.window_unit == "frames" and (self.window < ENCODER_STRIDE or self.window % ENCODER_STRIDE):
+            raise ConfigError(
+                f"data.window must be a positive multiple of {ENCODER_STRIDE} frames (the encoder's stride), "
+                f"got {self.window}; or count it in feature steps with data.window_unit: feature_steps"
+            )
+        if self.window <= 0:
+            raise ConfigError(f"data.window must be positive, got {self.window}")
         if self.fps <= 0:
             raise ConfigError(f"data.fps must be positive, got {self.fps}")
         for key in ("train_stride", "test_stride"):
@@ -63,12 +80,24 @@ class DataConfig:
             raise ConfigError(f"data.synthetic_difficulty must be 'demo' or 'hard', got {self.synthetic_difficulty!r}")
 
     @property
+    def frames_per_unit(self) -> int:
+        """Frames (at ``fps``) in one unit of ``window`` and the strides: 1, or the encoder's stride."""
+        return ENCODER_STRIDE if self.window_unit == "feature_steps" else 1
+
+    @property
+    def window_frames(self) -> int:
+        """The window's length in frames at ``fps``, whatever ``window_unit`` counts."""
+        return self.window * self.frames_per_unit
+
+    @property
     def train_step(self) -> int:
-        return self.train_stride or self.window // 4
+        """Frames between training windows' starts: ``train_stride``, or a quarter window."""
+        return self.train_stride * self.frames_per_unit if self.train_stride else self.window_frames // 4
 
     @property
     def test_step(self) -> int:
-        return self.test_stride or self.window
+        """Frames between test windows' starts: ``test_stride``, or a whole window."""
+        return self.test_stride * self.frames_per_unit if self.test_stride else self.window_frames
 
 
 @dataclass
@@ -276,21 +305,43 @@ def parse_override(text: str) -> tuple[str, str, Any]:
     return section, name, value
 
 
+def _read_values(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The sections of a YAML configuration; a top-level ``base: other.yaml`` (relative to the file)
+    is read first and this file's keys replace its keys one by one."""
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read configuration file {path}: {err.strerror}") from err
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections (data, model, train, eval)")
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be the path of another configuration file, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in chain:
+        raise ConfigError(f"{path}: base {base} leads back to itself")
+    merged = _read_values(base_path, (*chain, path.resolve()))
+    for name, section in values.items():
+        if isinstance(section, dict) and isinstance(merged.get(name), dict):
+            merged[name] = {**merged[name], **section}
+        else:
+            merged[name] = section
+    return merged
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read a YAML configuration (or the defaults when ``path`` is None) and apply ``key=value`` overrides."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise ConfigError(f"cannot read configuration file {path}: {err.strerror}") from err
-        try:
-            values = yaml.safe_load(text) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path} is not valid YAML: {err}") from err
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path} must hold a mapping of sections (data, model, train, eval)")
+    """Read a YAML configuration (or the defaults when ``path`` is None) and apply ``key=value`` overrides.
+
+    A file may start from another with ``base: other.yaml`` (a path relative to the file) and state only
+    the keys it changes.
+    """
+    values = _read_values(Path(path)) if path is not None else {}
     return override_config(values, overrides)
 
 

@@ -1,7 +1,7 @@
 """The torch Dataset of windows: clips (or precomputed features) with their ground truths.
 
 An item (``WindowDataset[i]``) is a dict:
-- ``"clip"``: float32 ``(3, T, H, W)`` in [-1, 1] (T = ``data.window``, H = W = ``data.crop``), or in
+- ``"clip"``: float32 ``(3, T, H, W)`` in [-1, 1] (T = ``data.window_frames``, H = W = ``data.crop``), or in
   features mode ``"features"``: float32 ``(feature_dim, T // 4)``;
 - ``"segments"``: float32 ``(g, 2)`` in window coordinates; ``"labels"``: int64 ``(g,)`` 0-based;
 - ``"meta"``: ``sequence`` (sample id), ``start`` (first sampled position), ``window``, ``fps``,
@@ -32,14 +32,14 @@ import torch
 from einops import rearrange
 from torch.utils.data import Dataset
 
-from mgtutor.config import ConfigError
+from mgtutor.config import ENCODER_STRIDE, ConfigError
 from mgtutor.data.cache import open_cached
 from mgtutor.data.errors import DataError
 from mgtutor.data.smg import SequenceInfo, load_root, sample_name
 from mgtutor.data.video import decode
 from mgtutor.data.windows import Window, num_sampled, split_windows
 
-FEATURE_STRIDE = 4  # sampled frames per feature step (the encoder's temporal stride)
+FEATURE_STRIDE = ENCODER_STRIDE  # sampled frames per feature step (the encoder's temporal stride)
 
 
 def features_length(num_frames: int, source_fps: float, fps: float) -> int:

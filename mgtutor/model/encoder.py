@@ -28,10 +28,11 @@ import torch
 from einops import reduce
 from torch import nn
 
+from mgtutor.config import ENCODER_STRIDE
 from mgtutor.model.i3d import InceptionI3d
 from mgtutor.model.small_encoder import SmallVideoNet
 
-STRIDE = 4
+STRIDE = ENCODER_STRIDE  # frames a feature step
 
 
 class VideoEncoder(nn.Module):
