@@ -333,7 +333,7 @@ def _predict_online(model, cfg, device, args: argparse.Namespace) -> int:
     settings = resolve_postprocessing(model, cfg, device=device, batch_size=args.batch_size)
     print(settings.summary())
     names = class_names(configured_root(cfg.data, make=False))
-    window = cfg.data.window
+    window = cfg.data.window_frames
     print(f"streaming {video} at {source_fps:g} fps: windows of {window} frames at {cfg.data.fps:g} fps ({window / cfg.data.fps:g} s)")
     found = []
     for report in recognize_video(model, cfg, video, device, settings, source_fps):

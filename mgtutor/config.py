@@ -28,6 +28,8 @@ from mgtutor.files import write_atomic
 
 if TYPE_CHECKING:  # resolved at run time by _field_types
     from mgtutor.data.augment import AugmentKind
+    from mgtutor.model.query_points import InitialPoints
+    from mgtutor.train.losses import AuxLayers
     from mgtutor.data.synthetic import DifficultyName
     from mgtutor.eval.pipeline import ChooseOn
     from mgtutor.model.encoder import EncoderKind
@@ -55,9 +57,11 @@ def _field_types(cls: type) -> dict[str, Any]:
     from mgtutor.model.encoder import EncoderKind
     from mgtutor.model.mamba_mhsa import QueryOrder
     from mgtutor.ssm.mamba import Backend
+    from mgtutor.model.query_points import InitialPoints
     from mgtutor.train.engine import AmpMode
+    from mgtutor.train.losses import AuxLayers
 
-    names = {"AugmentKind": AugmentKind, "DifficultyName": DifficultyName, "ChooseOn": ChooseOn, "EncoderKind": EncoderKind,
+    names = {"AugmentKind": AugmentKind, "InitialPoints": InitialPoints, "AuxLayers": AuxLayers, "WindowUnit": WindowUnit, "DifficultyName": DifficultyName, "ChooseOn": ChooseOn, "EncoderKind": EncoderKind,
              "QueryOrder": QueryOrder, "Backend": Backend, "AmpMode": AmpMode, "Split": Split}  # fmt: skip
     return typing.get_type_hints(cls, localns=names)
 
@@ -91,6 +95,13 @@ class _Section:
                 raise ConfigError(f"{self.section}.{key} must lie in [{low:g}, {high:g}], got {value}")
 
 
+# What data.window counts. The paper (section 4.2) gives "window size 128 frames"; PointTAD's code, on
+# which the authors built, counts its window_size in feature steps of 4 frames (datasets/dataset.py:
+# a window holds window_size * interval frames). docs/fidelity.md discusses both readings.
+WindowUnit = Literal["frames", "feature_steps"]
+WINDOW_UNITS: tuple[str, ...] = typing.get_args(WindowUnit)
+
+
 @dataclass
 class DataConfig(_Section):
     """Where the sequences come from and how they are cut into windows (docs/reference.md, sections 2-3).
@@ -110,9 +121,10 @@ class DataConfig(_Section):
     val_subjects: list[int] = field(default_factory=list)  # training subjects held out of training
     test_subjects: list[int] = field(default_factory=lambda: list(TEST_SUBJECTS))
     fps: float = 10.0  # target frame rate the model sees
-    window: int = 128  # frames per window at the target fps
-    train_stride: int | None = None  # None: window // 4 (75% overlap)
-    test_stride: int | None = None  # None: window (no overlap), plus an end-aligned last window
+    window: int = 128  # window length, counted in window_unit
+    window_unit: WindowUnit = "frames"  # "frames" at data.fps (the paper's words) or "feature_steps" (PointTAD's window_size)
+    train_stride: int | None = None  # in window_unit; None: window // 4 (75% overlap)
+    test_stride: int | None = None  # in window_unit; None: window (no overlap), plus an end-aligned last window
     short_side: int = 256  # frames are resized so their short side is this in the cache
     crop: int = 224  # training crop (random) and test crop (centre)
     flip: bool = False  # some micro-gestures are side-specific, so no flips by default
@@ -129,8 +141,13 @@ class DataConfig(_Section):
     synthetic_difficulty: DifficultyName = "demo"
 
     def check(self) -> None:
-        if self.window < FEATURE_STRIDE or self.window % FEATURE_STRIDE:
-            raise ConfigError(f"data.window must be a positive multiple of {FEATURE_STRIDE} (the encoder's stride), got {self.window}")
+        if self.window <= 0:
+            raise ConfigError(f"data.window must be positive, got {self.window}")
+        if self.window_unit == "frames" and self.window % FEATURE_STRIDE:
+            raise ConfigError(
+                f"data.window must be a positive multiple of {FEATURE_STRIDE} frames (the encoder's stride), "
+                f"got {self.window}; or count it in feature steps with data.window_unit: feature_steps"
+            )
         for key in ("fps", "synthetic_fps"):
             try:
                 check_frame_rate(getattr(self, key), f"data.{key}")
@@ -154,12 +171,24 @@ class DataConfig(_Section):
             raise ConfigError("data.val_subjects holds every training subject: keep at least one in data.train_subjects to train on")
 
     @property
+    def frames_per_unit(self) -> int:
+        """Frames (at ``fps``) in one unit of ``window`` and the strides: 1, or the encoder's stride."""
+        return FEATURE_STRIDE if self.window_unit == "feature_steps" else 1
+
+    @property
+    def window_frames(self) -> int:
+        """The window's length in frames at ``fps``, whatever ``window_unit`` counts."""
+        return self.window * self.frames_per_unit
+
+    @property
     def train_step(self) -> int:
-        return self.train_stride or self.window // 4
+        """Frames between training windows' starts: ``train_stride``, or a quarter window."""
+        return self.train_stride * self.frames_per_unit if self.train_stride else self.window_frames // 4
 
     @property
     def test_step(self) -> int:
-        return self.test_stride or self.window
+        """Frames between test windows' starts: ``test_stride``, or a whole window."""
+        return self.test_stride * self.frames_per_unit if self.test_stride else self.window_frames
 
     def subjects(self, split: Split) -> list[int] | None:
         """The subjects of a split: "train" the ones training fits (``train_subjects`` less
@@ -200,6 +229,7 @@ class ModelConfig(_Section):
     boundary_points: int = 4  # points with their own deformable head
     mamba_blocks: int = 2  # N_m; 0 gives PointTAD's plain self-attention
     query_order: QueryOrder = "given"  # "given" (the paper), "centre" (sorted by segment centre), "bidirectional"
+    initial_points: InitialPoints = "middle"  # "middle" (the paper, PointTAD: all at 0.5), "spread" (one segment a query)
     d_state: int = 16
     d_conv: int = 4
     expand: int = 2
@@ -247,7 +277,8 @@ class TrainConfig(_Section):
     l1_weight: float = 5.0
     iou_weight: float = 5.0
     dense_weight: float = 5.0
-    aux_loss: bool = True
+    aux_loss: bool = True  # losses on the decoder layers before the last (PointTAD's --aux_loss)
+    aux_layers: AuxLayers = "all"  # which of them when aux_loss: "all", or "pointtad" (its code's zip: the first b)
     # matching costs
     cost_class: float = 10.0
     cost_l1: float = 5.0

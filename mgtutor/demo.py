@@ -68,7 +68,7 @@ def _plot_trajectories(model: torch.nn.Module, cfg: Config, sequences, path: Pat
     fig, axes = plt.subplots(2, 2, figsize=(14, 7.5), constrained_layout=True)
     target = {"segments": item["segments"][0], "labels": item["labels"][0]}
     for ax, query in zip(axes.flat, best):
-        plot_query_points(output, query, target=target, class_names=class_names, window_frames=cfg.data.window, ax=ax)
+        plot_query_points(output, query, target=target, class_names=class_names, window_frames=cfg.data.window_frames, ax=ax)
     meta = item["meta"][0]
     fig.suptitle(f"Query points through the decoder layers: {sample_name(meta['sequence'])}, window from sampled frame {meta['start']}")
     fig.savefig(path, dpi=110)

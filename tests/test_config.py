@@ -31,12 +31,14 @@ from mgtutor.config import (
 from mgtutor.data.augment import KINDS as AUGMENT_KINDS
 from mgtutor.data.smg import TEST_SUBJECTS, TRAIN_SUBJECTS
 from mgtutor.data.synthetic import DIFFICULTIES
-from mgtutor.data.windows import FEATURE_STRIDE
+from mgtutor.data.windows import FEATURE_STRIDE, split_windows
 from mgtutor.eval.pipeline import ChooseOn
 from mgtutor.model.encoder import ENCODERS, STRIDE
 from mgtutor.model.mamba_mhsa import ORDERS
+from mgtutor.model.query_points import INITIAL_POINTS
 from mgtutor.ssm.mamba import BACKENDS
 from mgtutor.train.engine import AmpMode
+from mgtutor.train.losses import AUX_LAYERS
 
 SECTIONS = (DataConfig, ModelConfig, TrainConfig, EvalConfig)
 
@@ -49,6 +51,9 @@ def test_allowed_values_are_the_literals_of_the_code_that_uses_them():
         (TrainConfig, "amp"): typing.get_args(AmpMode),
         (DataConfig, "synthetic_difficulty"): DIFFICULTIES,
         (DataConfig, "augment"): AUGMENT_KINDS,
+        (DataConfig, "window_unit"): ("frames", "feature_steps"),
+        (ModelConfig, "initial_points"): INITIAL_POINTS,
+        (TrainConfig, "aux_layers"): AUX_LAYERS,
         (EvalConfig, "choose_on"): typing.get_args(ChooseOn),
     }
     for (section, key), allowed in choices.items():
@@ -216,3 +221,63 @@ def test_table_has_a_column_a_configuration_and_ranges_for_subjects():
     assert rows["data.test_subjects"] == ["36-37,", "39", "36-40"]
     assert "data.root" not in rows and "data.train_subjects" not in rows  # a path; equal lists
     assert format_config_differences({"a": paper, "b": paper}).startswith("no differences")
+
+
+@pytest.mark.parametrize(
+    ("values", "frames", "train_step", "test_step"),
+    [
+        ({"window": 128}, 128, 32, 128),
+        ({"window": 128, "window_unit": "feature_steps"}, 512, 128, 512),
+        ({"window": 64, "window_unit": "feature_steps", "train_stride": 8, "test_stride": 32}, 256, 32, 128),
+        ({"window": 64, "train_stride": 8, "test_stride": 32}, 64, 8, 32),
+        ({"window": 50, "window_unit": "feature_steps"}, 200, 50, 200),
+    ],
+)
+def test_window_and_strides_in_frames_whatever_the_unit(values, frames, train_step, test_step):
+    cfg = DataConfig(**values)
+    assert (cfg.window_frames, cfg.train_step, cfg.test_step) == (frames, train_step, test_step)
+
+
+def test_feature_step_windows_are_cut_four_times_longer():
+    class Sequence:
+        sample, num_frames, fps, gestures = 1, 3000, 30.0, []  # 100 s at 30 fps: 1000 frames at 10 fps
+
+    frames = split_windows([Sequence], DataConfig(window=32), "test")
+    steps = split_windows([Sequence], DataConfig(window=8, window_unit="feature_steps"), "test")
+    assert [(w.start, w.size) for w in frames] == [(w.start, w.size) for w in steps]
+    assert {w.size for w in steps} == {32}
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"window_unit": "seconds"}, "data.window_unit must be 'frames' or 'feature_steps', got 'seconds'"),
+        ({"window": 30}, "data.window must be a positive multiple of 4 frames"),
+        ({"window": 0, "window_unit": "feature_steps"}, "data.window must be positive"),
+    ],
+)
+def test_bad_windows_name_the_key(values, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        DataConfig(**values)
+
+
+def test_the_paper_in_both_readings():
+    frames = load_config(REPO / "configs" / "smg_paper.yaml")
+    steps = load_config(REPO / "configs" / "smg_paper_feature_steps.yaml")
+    assert (frames.data.window, frames.data.window_unit, frames.data.window_frames) == (128, "frames", 128)
+    assert (steps.data.window, steps.data.window_unit, steps.data.window_frames) == (128, "feature_steps", 512)
+    assert (steps.data.train_step, steps.data.test_step) == (128, 512)
+    # nothing else differs but where the run is written
+    assert dict(config_differences({"frames": frames, "feature steps": steps}, ignore=())) == {
+        "data.window_unit": ("frames", "feature_steps"),
+        "train.out": ("runs/smg_paper", "runs/smg_paper_feature_steps"),
+    }
+
+
+def test_the_shipped_configurations_state_the_open_choices():
+    for name in ("smg_paper.yaml", "cpu_demo.yaml"):
+        text = (REPO / "configs" / name).read_text()
+        for key in ("window_unit:", "initial_points:", "aux_layers:"):
+            assert key in text, f"configs/{name} does not state {key}"
+    paper = load_config(REPO / "configs" / "smg_paper.yaml")
+    assert (paper.model.initial_points, paper.train.aux_loss, paper.train.aux_layers) == ("middle", True, "all")

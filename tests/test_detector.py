@@ -30,6 +30,21 @@ def test_tiny_detector_on_features():
     assert torch.all(out.points == 0.5)  # the all-middle start, unchanged by every layer at initialisation
 
 
+def test_initial_points_change_only_the_point_table():
+    torch.manual_seed(3)
+    middle = Detector(tiny())
+    torch.manual_seed(3)
+    spread = Detector(tiny(initial_points="spread"))
+    for (name, a), (_, b) in zip(middle.state_dict().items(), spread.state_dict().items()):
+        if name != "query_points.weight":
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    features = torch.randn(2, 24, 16)
+    first = [detector.eval()(features).segments[0] for detector in (middle, spread)]  # layer 0: (b, q, 2)
+    assert torch.all(first[0] == 0.5)  # every query, every window: the same zero-length segment
+    assert len({tuple(s) for s in first[1][0].tolist()}) == 8 and torch.all(first[1][..., 1] > first[1][..., 0])
+    torch.testing.assert_close(first[1], points_to_segments(spread.query_points.weight).expand(2, -1, -1))
+
+
 def test_tiny_detector_on_clips_with_the_small_encoder():
     detector = Detector(tiny(encoder="small"))
     out = detector(torch.rand(1, 3, 16, 32, 32) * 2 - 1)

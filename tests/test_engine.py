@@ -302,3 +302,22 @@ def test_losses_see_float32_even_when_the_model_returns_bfloat16(tmp_path):
 
     trainer = Trainer(tiny_config(tmp_path), HalfDetector(), Float32Only(), TinyWindows(), collate_fn=tiny_collate)
     assert math.isfinite(trainer.train_step(next(iter(trainer.loader)))["total"])
+
+
+class BatchSizedCriterion(TinyCriterion):
+    """TinyCriterion plus a term only batches of 2 windows have (as ``train.aux_layers: pointtad`` gives)."""
+
+    def forward(self, output, targets):
+        losses = super().forward(output, targets)
+        if len(targets) == 2:
+            losses["extra_1"] = losses["l1"] * 0 + 7.0
+        return losses
+
+
+def test_epoch_means_count_only_the_steps_that_had_the_term(tmp_path):
+    trainer = make_trainer(tiny_config(tmp_path, epochs=1, batch_size=5), criterion=BatchSizedCriterion())
+    # 12 windows in batches of 5: 5, 5, 2; only the last step has extra_1
+    (record,) = trainer.fit()
+    assert [len(losses) for _, losses in trainer.steps] == [3, 3, 4]
+    assert record["loss/extra_1"] == pytest.approx(7.0)
+    assert record["loss/total"] == pytest.approx(sum(losses["total"] for _, losses in trainer.steps) / 3)

@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
         (["train.lr=-1"], "train.lr must be positive"),
         (["train.epochs=ten"], "train.epochs must be an integer, got 'ten'"),
         (["train.amp=fp8"], "train.amp must be 'bf16' or 'none'"),
+        (["train.aux_layers=first"], "train.aux_layers must be 'all' or 'pointtad', got 'first'"),
+        (["model.initial_points=random"], "model.initial_points must be 'middle' or 'spread', got 'random'"),
         (["trainepochs=3"], "must look like section.key"),
     ],
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -10,7 +12,7 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.colors import to_rgb
 
-from mgtutor.train.log import append_record, read_log, write_log
+from mgtutor.train.log import append_record, layer_losses, read_log, write_log
 from mgtutor.viz.training import plot_training_log, save_training_curve
 
 
@@ -46,6 +48,22 @@ def test_a_line_cut_short_at_the_end_is_ignored_elsewhere_refused(tmp_path):
         read_log(path)
     with pytest.raises(FileNotFoundError, match="no training log"):
         read_log(tmp_path / "missing.jsonl")
+
+
+def test_layer_losses_reads_every_layer_at_the_last_epoch():
+    log = [
+        {"epoch": 1, "loss/class": 2.0, "loss/class_0": 2.5, "loss/class_1": 2.4, "loss/class_2": 2.3},
+        {"epoch": 2, "loss/class": 0.5, "loss/class_0": 2.6, "loss/class_1": 0.9, "loss/class_2": 0.7, "loss/l1": 0.1},
+    ]
+    assert layer_losses(log, layers=4) == [2.6, 0.9, 0.7, 0.5]
+    # train.aux_layers: pointtad at batch 1 logs layer 0 and the last only
+    values = layer_losses([{"loss/class": 0.5, "loss/class_0": 2.6}], layers=4)
+    assert values[0] == 2.6 and values[3] == 0.5 and math.isnan(values[1]) and math.isnan(values[2])
+    assert layer_losses(log, layers=1, term="l1") == [0.1]
+    with pytest.raises(KeyError, match="loss/iou"):
+        layer_losses(log, layers=4, term="iou")
+    with pytest.raises(ValueError, match="no epoch"):
+        layer_losses([], layers=4)
 
 
 def panels(figure):

@@ -10,7 +10,7 @@ import torch.distributed as dist
 
 from mgtutor.config import ModelConfig, TrainConfig
 from mgtutor.model.detector import Detector, DetectorOutput
-from mgtutor.train.losses import SetCriterion, dense_targets
+from mgtutor.train.losses import SetCriterion, auxiliary_layers, dense_targets
 
 
 def detector_output(logits, segments, dense=None):
@@ -139,6 +139,55 @@ def test_aux_layers_are_matched_again():
     assert losses["total"].item() == pytest.approx(expected_total.item(), rel=1e-6)
     no_aux = SetCriterion(TrainConfig(aux_loss=False), 2)(output, targets)
     assert set(no_aux) == {"class", "l1", "iou", "total"}
+
+
+@pytest.mark.parametrize("layers", [1, 2, 4, 6])
+@pytest.mark.parametrize("batch", [1, 2, 3, 5])
+def test_pointtad_aux_layers_are_what_its_zip_yields(layers, batch):
+    # PointTAD's _set_aux_loss: zip(outputs_class[:-1], outputs_coord[:-1], logits), logits (b, t, k)
+    outputs_class = torch.zeros(layers, batch, 3, 4)
+    outputs_coord = torch.zeros(layers, batch, 3, 2)
+    logits = torch.zeros(batch, 8, 3)
+    zipped = [i for i, _ in enumerate(zip(outputs_class[:-1], outputs_coord[:-1], logits))]
+    assert auxiliary_layers(layers, batch, aux_layers="pointtad") == zipped
+    assert auxiliary_layers(layers, batch, aux_layers="all") == list(range(layers - 1))
+    assert auxiliary_layers(layers, batch, aux_loss=False, aux_layers="pointtad") == []
+
+
+def test_auxiliary_layers_refuses_an_unknown_mode():
+    with pytest.raises(ValueError, match="aux_layers"):
+        auxiliary_layers(4, 1, aux_layers="some")
+
+
+def four_layer_case(batch):
+    """L = 4 layers, ``batch`` windows of q = 3 queries, each window one gesture; every layer different."""
+    generator = torch.Generator().manual_seed(batch)
+    logits = torch.randn(4, batch, 3, 3, generator=generator)
+    segments = torch.rand(4, batch, 3, 2, generator=generator).sort(-1).values
+    dense = torch.randn(batch, 4, 2, generator=generator)
+    targets = [target([w % 2], [0.1 + 0.1 * w, 0.5 + 0.1 * w]) for w in range(batch)]
+    return detector_output(logits, segments, dense), targets
+
+
+@pytest.mark.parametrize(
+    ("aux_layers", "batch", "supervised"),
+    [("all", 1, [0, 1, 2]), ("all", 2, [0, 1, 2]), ("pointtad", 1, [0]), ("pointtad", 2, [0, 1])],
+)
+def test_the_loss_holds_exactly_the_supervised_layers(aux_layers, batch, supervised):
+    output, targets = four_layer_case(batch)
+    losses = SetCriterion(TrainConfig(aux_layers=aux_layers), 2)(output, targets)
+    expected_keys = {"class", "l1", "iou", "dense", "total"} | {f"{t}_{i}" for i in supervised for t in ("class", "l1", "iou")}
+    assert set(losses) == expected_keys
+    # the total is the weighted sum of exactly those layers' terms, each as the layer alone gives it
+    alone = SetCriterion(TrainConfig(aux_loss=False), 2)
+    expected = alone(output, targets)["total"]
+    for layer in supervised:
+        one = detector_output(output.logits[layer : layer + 1], output.segments[layer : layer + 1])
+        terms = alone(one, targets)
+        for t in ("class", "l1", "iou"):
+            assert losses[f"{t}_{layer}"].item() == pytest.approx(terms[t].item(), rel=1e-6)
+        expected = expected + terms["total"]
+    assert losses["total"].item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_gradients_reach_every_output():

@@ -98,3 +98,22 @@ def test_batch_with_varying_g():
 def test_bad_labels_are_refused():
     with pytest.raises(ValueError, match="not below num_classes = 3"):
         matching_cost(torch.randn(2, 4), torch.rand(2, 2), torch.tensor([3]), torch.rand(1, 2))
+
+
+def test_tied_segments_leave_the_class_cost_alone_to_decide():
+    # the middle start: every query's segment is (0.5, 0.5), so the L1 and tIoU costs are equal along each
+    # ground truth's column and the assignment is the class cost's
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(8, 6, generator=generator)
+    segments = torch.full((8, 2), 0.5)
+    labels = torch.tensor([0, 3, 4])
+    truth = torch.tensor([[0.1, 0.2], [0.4, 0.9], [0.6, 0.7]])
+    cost = matching_cost(logits, segments, labels, truth)
+    position = cost - 10 * -logits.softmax(-1)[:, labels]  # the L1 and tIoU terms
+    torch.testing.assert_close(position, position[:1].expand_as(position))  # the same for every query
+    class_only = hungarian_match(logits, segments, labels, truth, cost_l1=0.0, cost_iou=0.0)
+    full = hungarian_match(logits, segments, labels, truth)
+    assert [t.tolist() for t in full] == [t.tolist() for t in class_only]
+    # distinct segments: position counts, and the assignment changes
+    spread = torch.stack((torch.arange(8) / 8, (torch.arange(8) + 1) / 8), dim=-1)
+    assert [t.tolist() for t in hungarian_match(logits, spread, labels, truth)] != [t.tolist() for t in class_only]

@@ -1,7 +1,7 @@
 """The torch Dataset of windows: clips (or precomputed features) with their ground truths.
 
 An item (``WindowDataset[i]``) is a dict:
-- ``"clip"``: float32 ``(3, T, H, W)`` in [-1, 1] (T = ``data.window``, H = W = ``data.crop``), or, with
+- ``"clip"``: float32 ``(3, T, H, W)`` in [-1, 1] (T = ``data.window_frames``, H = W = ``data.crop``), or, with
   ``uint8=True`` (what training and prediction use), the uint8 crop ``(3, T, H, W)`` (a view of the frames'
   channels-last memory) that the device turns into the float clip (:func:`model_inputs`); in features
   mode ``"features"``: float32 ``(feature_dim, T // 4)``;

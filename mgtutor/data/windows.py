@@ -223,10 +223,10 @@ def make_windows(
 
 
 def split_windows(sequences: Sequence[Any], data_cfg: Any, split: str, align: int = 1) -> list[Window]:
-    """Windows by the configured rules: ``"train"`` strides ``data.train_step`` and drops windows
-    without ground truth; ``"test"`` strides ``data.test_step``; both end-align a last window (so the
-    end of a sequence is seen in training too)."""
+    """Windows by the configured rules, ``data.window_frames`` long: ``"train"`` strides
+    ``data.train_step`` and drops windows without ground truth; ``"test"`` strides ``data.test_step``;
+    both end-align a last window (so the end of a sequence is seen in training too)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     stride = data_cfg.train_step if split == "train" else data_cfg.test_step
-    return make_windows(sequences, data_cfg.window, stride, data_cfg.fps, end_aligned=True, drop_empty=split == "train", align=align)
+    return make_windows(sequences, data_cfg.window_frames, stride, data_cfg.fps, end_aligned=True, drop_empty=split == "train", align=align)

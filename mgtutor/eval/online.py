@@ -125,7 +125,7 @@ class OnlineRecognizer:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.data = cfg.data
         self.source_fps = float(source_fps)
-        self.window = cfg.data.window
+        self.window = cfg.data.window_frames
         self.stride = cfg.data.test_step
         self.frames_seen = 0  # original frames pushed
         self.sampled = 0  # sampled frames produced from them

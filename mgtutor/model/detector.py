@@ -5,12 +5,13 @@
     clip (b, 3, T, H, W)  or  features (b, feature_dim, t)
       -> encoder                       (b, d, t), t = T // 4
       -> dense head                    (b, t, k)            per-step class logits (PointTAD's ``linear_pred``)
-      -> decoder(features, initial points (b, q, p) all 0.5, initial query vectors (b, q, d))
+      -> decoder(features, initial points (b, q, p), initial query vectors (b, q, d))
       -> logits (L, b, q, k + 1), segments (L, b, q, 2), points (L + 1, b, q, p)
 
 ``model.mamba_blocks = 0`` gives PointTAD; the paper's model uses 2. The initial query vectors are a
 learnable (q, d) table drawn from N(0, 1) (PointTAD's ``init_proposal_features`` embedding); the initial
-points are :class:`~mgtutor.model.query_points.QueryPoints`. The decoder's initialisation is described
+points are :class:`~mgtutor.model.query_points.QueryPoints`, all at the window's middle (PointTAD, the
+paper) or spread over it, one segment a query, as ``model.initial_points`` says. The decoder's initialisation is described
 in :mod:`mgtutor.model.decoder`.
 
 Shapes: b batch, T frames, t feature steps, d hidden size, q queries, p points, k classes, L layers.
@@ -77,7 +78,7 @@ class Detector(nn.Module):
         self.encoder = build_encoder(cfg) if encoder is None else encoder
         self.dense_head = dense_head(cfg.hidden, cfg.num_classes) if cfg.dense_head else None
         self.query_vectors = nn.Parameter(torch.randn(cfg.queries, cfg.hidden))
-        self.query_points = QueryPoints(cfg.queries, cfg.points)
+        self.query_points = QueryPoints(cfg.queries, cfg.points, cfg.initial_points)
         self.decoder = Decoder(cfg)
 
     def forward(self, x: torch.Tensor) -> DetectorOutput:

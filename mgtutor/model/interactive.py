@@ -60,8 +60,11 @@ class DeformableSampling(nn.Module):
         f_ij = sum_k weights_ik * F(clamp(x_ij + offsets_ik / t, 0, 1))      (eq. 9)
 
     with F the window's features read by :func:`sample_features`. The first ``boundary_points`` points
-    share one offset/weight head (``boundary_offsets``, ``boundary_weights``), the rest another
-    (``centre_offsets``, ``centre_weights``); within a group all points of a query use the same offsets.
+    share one pair of heads, ``groups["boundary"]["offsets"]`` and ``groups["boundary"]["weights"]``
+    (PointTAD's ``boundary_offsets``, ``boundary_weights``), the rest another, ``groups["centre"]["offsets"]``
+    and ``groups["centre"]["weights"]`` (PointTAD's ``center_offsets``, ``center_weights``); a group with
+    no points (``boundary_points`` 0 or p) has no heads. Within a group all points of a query use the
+    same offsets and weights.
 
     Initialisation (PointTAD's stated intent, kept): the heads' weights are zero, the offset biases are
     1, 2, ..., s (sub-points 1..s steps after the point) and the weight biases zero (uniform weights).

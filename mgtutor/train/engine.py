@@ -84,8 +84,11 @@ def build_optimizer(model: nn.Module, config: Config) -> torch.optim.AdamW:
     """AdamW over the model's parameter groups (the encoder at ``lr * encoder_lr_scale``).
 
     A model with ``param_groups(lr, encoder_lr_scale)`` (the detector) chooses its groups, and a group may
-    set its own ``weight_decay`` (0 for norms and biases); any other model trains all its parameters
-    in one group. Groups without their own value decay by ``train.weight_decay``.
+    set its own ``weight_decay``; any other model trains all its parameters in one group. Groups without
+    their own value decay by ``train.weight_decay``. For the detector that is every parameter, norms and
+    biases included, as PointTAD's ``main.py`` decays all of its parameters; only Mamba's ``A_log`` and
+    ``D`` (marked ``_no_weight_decay`` by the public Mamba) get weight decay 0
+    (:meth:`~mgtutor.model.detector.Detector.param_groups`).
     """
     lr = config.train.lr
     if hasattr(model, "param_groups"):
@@ -268,6 +271,7 @@ class Trainer:
         lr = max(group["lr"] for group in self.optimizer.param_groups)
         self.ddp_model.train()
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}  # steps that had each term (train.aux_layers: pointtad varies with the batch)
         steps = 0
         start = time.perf_counter()
         bar = tqdm(
@@ -283,6 +287,7 @@ class Trainer:
                 self.on_step(self.global_step, record)
             for name, value in record.items():
                 sums[name] = sums.get(name, 0.0) + value
+                counts[name] = counts.get(name, 0) + 1
             steps += 1
             bar.set_postfix(loss=f"{record['total']:.4f}", refresh=False)
             if self.max_steps_reached:
@@ -291,7 +296,7 @@ class Trainer:
         self.scheduler.step()
 
         summary: dict[str, Any] = {"epoch": epoch + 1, "step": self.global_step, "steps": steps, "lr": lr}
-        summary.update({f"loss/{name}": total / max(steps, 1) for name, total in sums.items()})
+        summary.update({f"loss/{name}": total / counts[name] for name, total in sums.items()})
         summary["time"] = time.perf_counter() - start
         if self._evaluation_due(epoch + 1):
             start = time.perf_counter()

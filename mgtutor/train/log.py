@@ -2,14 +2,16 @@
 
 Each record holds the epoch (counted from 1), the mean of every loss term over the epoch's steps
 (``loss/total``, ``loss/<term>``), the learning rate, the step count and seconds taken, and whatever
-the evaluation returned (``eval/<name>``). ``mgtutor.viz.training.plot_training_log`` draws it.
+the evaluation returned (``eval/<name>``). ``mgtutor.viz.training.plot_training_log`` draws it;
+:func:`layer_losses` reads one term of every decoder layer from it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +50,27 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
                 break
             raise ValueError(f"{path}, line {number}: not a JSON object ({err.msg})") from err
     return records
+
+
+def layer_losses(records: Sequence[dict[str, Any]], layers: int, term: str = "class") -> list[float]:
+    """One loss term of every decoder layer at the last epoch of ``records``.
+
+    The log names decoder layer i's auxiliary terms ``loss/<term>_i`` (i = 0 .. L-2) and the last layer's
+    ``loss/<term>`` (:class:`~mgtutor.train.losses.SetCriterion`). A layer without the term in the last
+    record (auxiliary losses off, or not every layer supervised: ``train.aux_layers``) reads NaN.
+
+    Args:
+        records: a training log's records (:func:`read_log`, or ``Trainer.history``).
+        layers: L, the number of decoder layers (``model.layers``).
+        term: ``"class"``, ``"l1"`` or ``"iou"``.
+
+    Returns:
+        L values, layer 0 first, the last layer last.
+    """
+    if not records:
+        raise ValueError("the training log holds no epoch yet")
+    last = records[-1]
+    names = [f"loss/{term}_{i}" for i in range(layers - 1)] + [f"loss/{term}"]
+    if names[-1] not in last:
+        raise KeyError(f"the log's last record has no loss/{term}; it holds {sorted(k for k in last if k.startswith('loss/'))}")
+    return [float(last.get(name, math.nan)) for name in names]

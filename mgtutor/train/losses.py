@@ -16,11 +16,25 @@ gets
 - ``dense``: binary cross-entropy with logits between the dense head's (b, t, k) output and per-step
   multi-hot targets (:func:`dense_targets`), averaged over all b * t * k entries.
 
-The returned dict holds each unweighted term, the last layer's under its plain name and decoder layer i's
-(i = 0 .. L-2, when ``aux_loss``) as ``class_i``, ``l1_i``, ``iou_i``, and ``total`` = the weighted sum
+The returned dict holds each unweighted term, the last layer's under its plain name and each supervised
+earlier decoder layer i's as ``class_i``, ``l1_i``, ``iou_i``, and ``total`` = the weighted sum
 (``class_weight``, ``l1_weight``, ``iou_weight``, ``dense_weight`` of :class:`~mgtutor.config.TrainConfig`,
-the same weights on every layer as PointTAD). The set of keys depends only on the configuration and the
-output's shape, never on the batch, so processes can average them together.
+the same weights on every layer as PointTAD). Which earlier layers are supervised
+(:func:`auxiliary_layers`):
+
+- ``aux_loss`` false: none;
+- ``aux_layers: all``: every one, i = 0 .. L-2, as PointTAD's docstring ("loss at each decoder layer")
+  and its loss weights (one set for each of the L-1 layers) intend;
+- ``aux_layers: pointtad``: what PointTAD's code computes. Its ``_set_aux_loss`` (models/pointtad.py)
+  builds the auxiliary outputs with ``zip(outputs_class[:-1], outputs_coord[:-1], logits)``, where
+  ``logits`` is the dense head's (b, t, k) output: zip walks it window by window and stops at the
+  shorter sequence, so only layers 0 .. min(L-1, b)-1 are supervised. At the paper's batch of 1 that
+  is layer 0 and the last; at PointTAD's own batches (3 a GPU on MultiTHUMOS, 2 on Charades, with
+  L = 4) every layer, and every layer but layer 2.
+
+The set of keys depends only on the configuration and the output's shape (with ``pointtad``, on the
+batch size too, as in PointTAD), never on the ground truth, so processes (which share one batch
+size) can average them together.
 
 Windows without ground truth: every query is trained towards "no object" and the segment terms get nothing
 from that window (PointTAD returns a zero loss when a whole batch has no ground truth; its training windows
@@ -31,7 +45,7 @@ Shapes: L decoder layers, b windows, q queries, k classes, t feature steps, g gr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 import torch.distributed as dist
@@ -42,6 +56,9 @@ from torch import nn
 from mgtutor.config import TrainConfig
 from mgtutor.model.segments import segment_iou, to_centre_length
 from mgtutor.train.matching import match_batch
+
+AuxLayers = Literal["all", "pointtad"]  # train.aux_layers
+AUX_LAYERS: tuple[str, ...] = get_args(AuxLayers)
 
 if TYPE_CHECKING:
     from mgtutor.model.detector import DetectorOutput
@@ -79,6 +96,26 @@ def dense_targets(targets: list[Target], steps: int, num_classes: int) -> torch.
     return dense
 
 
+def auxiliary_layers(layers: int, batch: int, aux_loss: bool = True, aux_layers: str = "all") -> list[int]:
+    """The decoder layers before the last that get the set-prediction loss (module docstring).
+
+    Args:
+        layers: L, the decoder's layers.
+        batch: b, the windows in the batch (what ``pointtad`` truncates to).
+        aux_loss, aux_layers: as :class:`~mgtutor.config.TrainConfig`.
+
+    Returns:
+        layer indices in increasing order: ``[]``, ``0 .. L-2``, or ``0 .. min(L-1, b)-1``.
+    """
+    if not aux_loss:
+        return []
+    if aux_layers == "all":
+        return list(range(layers - 1))
+    if aux_layers == "pointtad":
+        return list(range(min(layers - 1, batch)))
+    raise ValueError(f"aux_layers must be one of {AUX_LAYERS}, got {aux_layers!r}")
+
+
 def _num_segments(targets: list[Target], device: torch.device) -> torch.Tensor:
     """DETR's normaliser: ground-truth segments per process, averaged over processes, at least 1."""
     total = torch.tensor(float(sum(len(t["labels"]) for t in targets)), device=device)
@@ -94,7 +131,8 @@ class SetCriterion(nn.Module):
 
     Args:
         train_cfg: loss weights (``class_weight``, ``no_object_weight``, ``l1_weight``, ``iou_weight``,
-            ``dense_weight``), ``aux_loss``, and the matching costs (``cost_class``, ``cost_l1``, ``cost_iou``).
+            ``dense_weight``), ``aux_loss`` and ``aux_layers``, and the matching costs (``cost_class``,
+            ``cost_l1``, ``cost_iou``).
         num_classes: k, without the no-object class.
     """
 
@@ -102,6 +140,7 @@ class SetCriterion(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.aux_loss = train_cfg.aux_loss
+        self.aux_layers = train_cfg.aux_layers
         self.weights = {
             "class": train_cfg.class_weight,
             "l1": train_cfg.l1_weight,
@@ -172,7 +211,7 @@ class SetCriterion(nn.Module):
             raise ValueError(f"expected segments {(*logits.shape[:3], 2)}, got {tuple(segments.shape)}")
         num_segments = _num_segments(targets, logits.device)
         last = logits.shape[0] - 1
-        layers = [last, *range(last)] if self.aux_loss else [last]
+        layers = [last, *auxiliary_layers(last + 1, logits.shape[1], self.aux_loss, self.aux_layers)]
         losses: dict[str, torch.Tensor] = {}
         for layer in layers:
             matches = self.match(output, targets, layer)
