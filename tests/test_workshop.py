@@ -24,11 +24,13 @@ from functools import cache
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import torch
 
 from mgtutor.cli import main as cli_main
 from mgtutor.workshop.check import exercise, exercises, grade
+from mgtutor.workshop.compare import difference, same
 from mgtutor.workshop.student import BEGIN, END, SolutionMarkerError, stub_solutions, write_student_copies
 
 REPO = Path(__file__).resolve().parents[1]
@@ -316,3 +318,42 @@ def test_a_students_copy_runs_top_to_bottom_with_every_exercise_not_done(number,
     stubs = sum("# YOUR CODE HERE" in cell.source for cell in notebook.cells)
     assert sum("not done yet" in text for text in shown) == stubs >= 2
     assert not any(output.output_type == "error" for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs)
+
+
+@pytest.mark.parametrize(
+    "got, expected, message",
+    [
+        (np.array([1.0, 2.0]), np.array([1, 2]), "holds float64 where mgtutor's holds int64: mgtutor's holds whole numbers"),
+        ([1, 2], np.array([1, 2]), "is a list of 2; expected a numpy array of shape (2,) (int64)"),
+        (np.array([[1, 2]]), np.array([1, 2]), "has shape (1, 2); expected (2,)"),
+        (np.array([1, 3]), np.array([1, 2]), "differs in 1 of 2 entries; the largest difference is 1 at index (1,) (yours 3, mgtutor's 2)"),
+        (np.array([0.5, 0.25 + 1e-3]), np.array([0.5, 0.25]), "(yours 0.251, mgtutor's 0.25)"),
+        ([0, 32, 64], [0, 32, 64, 72], "is [0, 32, 64]; mgtutor's is [0, 32, 64, 72] (3 items where mgtutor has 4)"),
+        ([0, None], [0, 1], "is [0, None]; mgtutor's is [0, 1]"),
+        (np.array([0, 1]), [0, 1], "is a numpy array of shape (2,); expected a list of 2 (list(...) makes one)"),
+        (list(range(20)), list(range(1, 21)), "your `x[0]` is 0; mgtutor's is 1"),  # too long to show whole
+        (2.0, 2, "is 2.0, a float; mgtutor's is the whole number 2"),
+        (3, 2, "is 3; mgtutor's is 2"),
+        (0.3 + 1e-6, 0.3, "is 0.300001; mgtutor's is 0.3"),
+        (float("nan"), 0.3, "is nan; mgtutor's is 0.3"),
+        (torch.tensor(0.5), 0.5, "a tensor holding one number; expected a Python number (0.5): .item()"),
+        ([0.5], 0.5, "is a list of 1; expected a number (0.5)"),
+        (1, None, "is an int (1); mgtutor's is None"),
+        (None, 4, "is None; expected a number (4)"),
+    ],
+)
+def test_numbers_arrays_and_lists_are_compared_in_the_students_terms(got, expected, message):
+    """Outputs that are not tensors: numpy arrays (the data pipeline), numbers (a padding, a count, an overlap),
+    None and lists of them (window starts, credited predictions)."""
+    found = difference(got, expected, ["x"])
+    assert found is not None and message in found.text, found
+    assert difference(expected, expected, ["x"]) is None and same(expected, expected, ["x"])
+    assert not same(got, expected, ["x"])
+
+
+def test_numbers_agree_within_float64s_tolerance_and_ints_stand_for_floats():
+    assert difference(0.1 + 0.2, 0.3, ["x"]) is None
+    assert difference(0, 0.0, ["x"]) is None  # `return 0` where mgtutor returns 0.0
+    assert difference((1, 0.5), (1, 0.5 + 1e-12), ["a", "b"]) is None
+    assert difference([0, None, 2], [0, None, 2], ["x"]) is None
+    assert difference((np.array([1]),), np.array([1]), ["x"]) is None  # a one-tuple of an array is the array
