@@ -41,6 +41,10 @@ EXERCISE_MODULES = (
     "mgtutor.workshop.exercises.selective_scan",
     "mgtutor.workshop.exercises.mamba_block",
     "mgtutor.workshop.exercises.mamba_mhsa",
+    "mgtutor.workshop.exercises.windows",
+    "mgtutor.workshop.exercises.i3d",
+    "mgtutor.workshop.exercises.set_prediction",
+    "mgtutor.workshop.exercises.challenge_f1",
 )
 
 
