@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from mgtutor.eval.miga_f1 import correct_detections, miga_f1, miga_f1_over_thresholds, miga_overlap
+from mgtutor.eval.miga_f1 import correct_detections, credited_predictions, miga_f1, miga_f1_over_thresholds, miga_overlap
 
 
 def kit_loop(predictions, ground_truth, alpha, consume):
@@ -160,3 +160,33 @@ def test_over_thresholds_equals_thresholding_first(one_to_one):
         for threshold, result in zip(thresholds, results):
             kept = {s: [p[:3] for p in preds if p[3] >= threshold] for s, preds in predictions.items()}
             assert result == miga_f1(kept, ground_truth, one_to_one=one_to_one)
+
+
+def plain_walk(predictions, ground_truth, alpha, consume):
+    """Per gesture, the index of the first same-label prediction with overlap > alpha (not yet consumed), or None."""
+    used, credited = set(), []
+    for g in ground_truth:
+        hit = next((i for i, p in enumerate(predictions) if i not in used and p[0] == g[0] and miga_overlap(p, g) > alpha), None)
+        credited.append(hit)
+        if consume and hit is not None:
+            used.add(hit)
+    return credited
+
+
+def test_the_walk_names_the_prediction_each_gesture_is_credited_with():
+    gt = [(3, 10, 40), (3, 30, 60), (5, 100, 130), (7, 200, 240)]
+    pred = [(3, 12, 50), (5, 105, 125), (7, 200, 212), (9, 300, 320)]
+    assert credited_predictions(pred, gt) == [0, 0, 1, None]  # 0 credited twice; (7, 200, 212) overlaps exactly 0.3
+    assert credited_predictions(pred, gt, one_to_one=True) == [0, None, 1, None]
+    assert credited_predictions([], gt) == [None] * 4 and credited_predictions(pred, []) == []
+
+
+@pytest.mark.parametrize("one_to_one", [False, True])
+def test_the_walk_agrees_with_the_plain_loop_and_the_count(one_to_one):
+    rng = random.Random(1)
+    for _ in range(200):
+        gt = [(rng.randint(1, 3), s, s + rng.randint(1, 20)) for s in (rng.randint(0, 80) for _ in range(rng.randint(0, 6)))]
+        pred = [(rng.randint(1, 3), s, s + rng.randint(1, 20)) for s in (rng.randint(0, 80) for _ in range(rng.randint(0, 8)))]
+        walked = credited_predictions(pred, gt, one_to_one=one_to_one)
+        assert walked == plain_walk(pred, gt, 0.3, consume=one_to_one)
+        assert sum(j is not None for j in walked) == correct_detections(pred, gt, one_to_one=one_to_one)

@@ -24,17 +24,47 @@ from functools import cache
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 import torch
 
 from mgtutor.cli import main as cli_main
 from mgtutor.workshop.check import exercise, exercises, grade
+from mgtutor.workshop.compare import difference, same
 from mgtutor.workshop.student import BEGIN, END, SolutionMarkerError, stub_solutions, write_student_copies
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 # the notebooks that hold exercises so far; each must hold at least two
-WITH_EXERCISES = ("01", "02", "03", "04")
+WITH_EXERCISES = ("01", "02", "03", "04", "05", "06", "08", "09")
+
+# the solutions of notebooks 08 and 09 with a piece to vary, for the wrong answers below
+CLS = "-logits.softmax(-1)[:, labels]"
+PAIR_COST = (
+    "class_cost = {cls}\n"
+    "l1_cost = (centre_length(segments)[:, None] - centre_length(truth)[None]).abs().sum(-1)\n"
+    "iou_cost = -tiou(segments.clamp(0, 1)[:, None], truth[None])\n"
+    "return (cost_class * class_cost + cost_l1 * l1_cost + cost_iou * iou_cost)"
+)
+CLASS_TERM = (
+    "k = logits.shape[-1] - 1\nclasses = torch.full((logits.shape[0],), k)\nclasses[pred_idx] = matched_labels\n"
+    "weight = {weight}.to(logits.dtype)\nnll = ({nll}).gather(1, classes[:, None])[:, 0]\n"
+    "return (weight * nll).sum() / {total}"
+)
+WALK = (
+    "credited, consumed = [], set()\nfor g in gestures:\n"
+    "    hit = next((j for j, p in enumerate(predictions) if p[0] == g[0] and j not in consumed and {test}), None)\n"
+    "    credited.append(hit)\n"
+    "    if one_to_one and hit is not None:\n        consumed.add(hit)\n"
+    "return credited"
+)
+MICRO_F1 = (
+    "correct = sum(correct_detections(predictions.get(s, []), gestures, alpha, one_to_one) for s, gestures in truth.items())\n"
+    "n_predictions, n_truth = sum(map(len, predictions.values())), sum(map(len, truth.values()))\n"
+    "precision = correct / n_predictions if n_predictions else 0.0\n"
+    "recall = correct / n_truth if n_truth else 0.0\n"
+    "return correct, precision, recall, 2 * precision * recall / (precision + recall + 1e-7)"
+)
 
 # exercise -> [(code between the markers, a piece of the message it must get)]
 WRONG_ANSWERS: dict[str, list[tuple[str, str]]] = {
@@ -111,6 +141,134 @@ WRONG_ANSWERS: dict[str, list[tuple[str, str]]] = {
         ("index = torch.argsort(centres, dim=1, stable=True)\nu = torch.empty_like(v).scatter(1, index, block.scan(v.gather(1, index)))",
          "your function raised RuntimeError"),
     ],
+    # notebook 05
+    "frame_shown": [
+        ("return np.round(k * source_fps / fps).astype(np.int64)", "you round k * source_fps / fps"),
+        ("return np.floor(k * fps / source_fps + 1e-6).astype(np.int64)", "source_fps / fps (3 at 30 -> 10 fps"),
+        ("return np.floor(k * source_fps / fps).astype(np.int64)", "Add a small slack before flooring"),
+        ("return np.floor(k * source_fps / fps + 1e-6)", "holds float64 where mgtutor's holds int64"),
+        ("return [int(n) for n in np.floor(k * source_fps / fps + 1e-6)]", "is a list of 60; expected a numpy array of shape (60,)"),
+    ],
+    "to_window": [
+        ("r = fps / source_fps\nreturn (np.stack([frames[:, 0] * r, frames[:, 1] * r], axis=-1) - window_start) / window",
+         "your segments end one original frame early"),
+        ("r = source_fps / fps\nreturn (np.stack([frames[:, 0] * r, (frames[:, 1] + 1) * r], axis=-1) - window_start) / window",
+         "original frame n begins at sampled position n r"),
+        ("r = fps / source_fps\nreturn np.stack([frames[:, 0] * r, (frames[:, 1] + 1) * r], axis=-1) / window",
+         "you left out the window's start"),
+        ("r = source_fps / fps\nreturn (np.stack([frames[:, 0] * r, frames[:, 1] * r], axis=-1) - window_start) / window",
+         "two things: the ratio"),
+        ("r = fps / source_fps\nreturn (np.stack([frames[:, 0] * r, (frames[:, 1] + 1) * r]) - window_start) / window",
+         "has shape (2, 4); expected (4, 2): the same sizes in another order"),
+        ("r = fps / source_fps\nreturn ((np.stack([frames[:, 0] * r, (frames[:, 1] + 1) * r], axis=-1) - window_start) / window).astype(np.float32)",
+         "holds float32 where mgtutor's holds float64"),
+    ],
+    "cut_windows": [
+        ("return list(range(0, length - window + 1, stride)) if length > window else [0]", "you left out the end-aligned window"),
+        ("if length <= window:\n    return [0]\nreturn list(range(0, length - window + 1, stride)) + [length - window]", "comes twice"),
+        ("if length <= window:\n    return [0]\nstarts = list(range(0, length - window + 1, stride))\n"
+         "if starts[-1] != length - window - 1:\n    starts.append(length - window - 1)\nreturn starts", "starts one frame early"),
+        ("starts = list(range(0, length - window + 1, stride)) or [length - window]\n"
+         "if starts[-1] != length - window:\n    starts.append(length - window)\nreturn starts", "yours starts before the sequence does"),
+        ("if length <= window:\n    return []\nstarts = list(range(0, length - window + 1, stride))\n"
+         "if starts[-1] != length - window:\n    starts.append(length - window)\nreturn starts", "not none"),
+        ("starts = list(range(0, length - window + 1, stride))\nif starts[-1] != length - window:\n"
+         "    starts.append(length - window)\nreturn starts", "raised IndexError: list index out of range"),
+        ("return np.arange(0, length - window + 1, stride)", "list(...) makes one"),
+    ],
+    # notebook 06
+    "tf_same_padding": [
+        ("return k // 2, k // 2", "PyTorch's symmetric padding=k // 2"),
+        ("total = max((-(-n // s) - 1) * s + k - n, 0)\nreturn total - total // 2, total // 2", "the odd cell goes before"),
+        ("total = (-(-n // s) - 1) * s + k - n\nreturn total // 2, total - total // 2", "your total goes negative"),
+        ("total = max((n // s - 1) * s + k - n, 0)\nreturn total // 2, total - total // 2", "your output has n // s steps"),
+        ("total = max((-(-n // s) - 1) * s + k - n, 0)\nreturn total / 2, total / 2", "your `before` is 2.5; mgtutor's is the whole number 2"),
+    ],
+    "unit3d_by_hand": [
+        ("pads = [p for n, k, s in zip(x.shape[2:], weight.shape[2:], stride) for p in i3d_lib.same_padding(n, k, s)]\n"
+         "z = F.conv3d(F.pad(x, pads), weight, stride=stride)\n"
+         "return F.relu((z - running_mean.view(1, -1, 1, 1, 1)) / torch.sqrt(running_var.view(1, -1, 1, 1, 1) + 1e-3) + beta.view(1, -1, 1, 1, 1))",
+         "F.pad lists the LAST axis first"),
+        ("z = F.conv3d(x, weight, stride=stride, padding=tuple(k // 2 for k in weight.shape[2:]))\n"
+         "return F.relu((z - running_mean.view(1, -1, 1, 1, 1)) / torch.sqrt(running_var.view(1, -1, 1, 1, 1) + 1e-3) + beta.view(1, -1, 1, 1, 1))",
+         "you padded k // 2 on both sides"),
+        ("z = i3d_lib.pad_same(x, weight.shape[2:], stride)\nz = F.conv3d(z, weight, stride=stride)\n"
+         "return F.relu(F.batch_norm(z, running_mean, running_var, None, beta, training=False))", "eps = 1e-5, PyTorch's default"),
+        ("z = F.conv3d(i3d_lib.pad_same(x, weight.shape[2:], stride), weight, stride=stride)\n"
+         "return F.relu((z - running_mean.view(1, -1, 1, 1, 1)) / (running_var.view(1, -1, 1, 1, 1) + 1e-3) + beta.view(1, -1, 1, 1, 1))",
+         "you divide by var + eps"),
+        ("z = F.relu(F.conv3d(i3d_lib.pad_same(x, weight.shape[2:], stride), weight, stride=stride))\n"
+         "return F.batch_norm(z, running_mean, running_var, None, beta, training=False, eps=1e-3)", "you apply ReLU before the BatchNorm"),
+        ("z = F.conv3d(i3d_lib.pad_same(x, weight.shape[2:], stride), weight, stride=stride)\n"
+         "return F.relu(F.batch_norm(z, running_mean, running_var, None, None, training=False, eps=1e-3))", "your `y` differs in"),
+    ],
+    # notebook 08
+    "pair_cost": [
+        (PAIR_COST.format(cls="-logits.log_softmax(-1)[:, labels]"), "-log p, the cross-entropy's"),
+        (PAIR_COST.format(cls="-logits[:, labels]"), "reads the raw logits"),
+        (PAIR_COST.format(cls="-logits[:, :-1].softmax(-1)[:, labels]"), "leaves out the no-object class"),
+        (PAIR_COST.format(cls="logits.softmax(-1)[:, labels]"), "your class term is +p"),
+        (PAIR_COST.replace("centre_length(segments)[:, None] - centre_length(truth)[None]", "segments[:, None] - truth[None]").format(cls=CLS),
+         "your L1 term compares (start, end)"),
+        (PAIR_COST.replace("tiou(segments.clamp(0, 1)[:, None]", "tiou(segments[:, None]").format(cls=CLS), "clamps them to the window first"),
+        (PAIR_COST.replace("(centre_length(segments)", "(centre_length(segments.clamp(0, 1))").format(cls=CLS),
+         "you clamp the segments for the L1 term too"),
+        (PAIR_COST.replace("iou_cost = -tiou", "iou_cost = tiou").format(cls=CLS), "your tIoU term is +tIoU"),
+        (PAIR_COST.replace("(cost_class * class_cost + cost_l1 * l1_cost", "(cost_l1 * class_cost + cost_class * l1_cost").format(cls=CLS),
+         "your `cost` differs in"),
+        (PAIR_COST.format(cls=CLS) + ".T", "has shape (4, 12); expected (12, 4): the same sizes in another order"),
+    ],
+    "class_term": [
+        ("k = logits.shape[-1] - 1\nclasses = torch.full((logits.shape[0],), k)\nclasses[pred_idx] = matched_labels\n"
+         "return F.cross_entropy(logits, classes)", "every query weighs 1 in your mean"),
+        (CLASS_TERM.format(weight="torch.where(classes == k, no_object_weight, 1.0)", nll="-logits.log_softmax(-1)", total="logits.shape[0]"),
+         "not by the number of queries"),
+        (CLASS_TERM.format(weight="torch.where(classes == k, 1.0, no_object_weight)", nll="-logits.log_softmax(-1)", total="weight.sum()"),
+         "your weights are the wrong way round"),
+        (CLASS_TERM.replace("classes[pred_idx] = matched_labels\n", "")
+         .format(weight="torch.where(classes == k, no_object_weight, 1.0)", nll="-logits.log_softmax(-1)", total="weight.sum()"),
+         "every query's target is 'no object' in yours"),
+        (CLASS_TERM.format(weight="torch.where(classes == k, no_object_weight, 1.0)", nll="-logits.softmax(-1)", total="weight.sum()"),
+         "you used -p, the matching cost's class term"),
+        (CLASS_TERM.format(weight="torch.where(classes == k, no_object_weight, 1.0)", nll="-logits.log_softmax(-1)", total="weight.sum()")
+         .replace("(weight * nll).sum() / weight.sum()", "weight * nll / weight.sum()"),
+         "has shape (12,); expected (): an extra axis 0 of size 12; did you forget to sum over it?"),
+    ],
+    # notebook 09
+    "organisers_overlap": [
+        ("(_, ps, pe), (_, gs, ge) = p, g\nreturn (min(pe, ge) - max(ps, gs)) / (ge - gs) if ge > gs else 0.0",
+         "intersection over the ground truth's length; the organisers divide by the span of both"),
+        ("(_, ps, pe), (_, gs, ge) = p, g\nreturn (min(pe, ge) - max(ps, gs) + 1) / (max(pe, ge) - min(ps, gs) + 1)",
+         "you count frames inclusively"),
+        ("(_, ps, pe), (_, gs, ge) = p, g\nspan = max(pe, ge) - min(ps, gs)\nreturn max(min(pe, ge) - max(ps, gs), 0) / span if span else 0.0",
+         "you clamp the intersection at 0, as a tIoU does"),
+        ("(_, ps, pe), (_, gs, ge) = p, g\nreturn (min(pe, ge) - max(ps, gs)) / (max(pe, ge) - min(ps, gs))",
+         "raised ZeroDivisionError"),
+        ("(_, ps, pe), (_, gs, ge) = p, g\nreturn torch.tensor(min(pe, ge) - max(ps, gs)) / max(max(pe, ge) - min(ps, gs), 1)",
+         "a tensor holding one number"),
+    ],
+    "walk": [
+        (WALK.replace("if one_to_one and hit is not None", "if hit is not None").format(test="miga_overlap(p, g) > alpha"),
+         "you consume a credited prediction by the organisers' rule too"),
+        (WALK.replace("if one_to_one and hit is not None", "if False").format(test="miga_overlap(p, g) > alpha"),
+         "with one_to_one=True a credited prediction is used up"),
+        (WALK.format(test="miga_overlap(p, g) >= alpha"), "the rule is strictly greater"),
+        (WALK.replace("p[0] == g[0] and ", "").format(test="miga_overlap(p, g) > alpha"), "a prediction counts only for a gesture of its own class"),
+        (WALK.replace("hit = next((j for j, p in enumerate(predictions)", "hit = max((j for j, p in enumerate(predictions)")
+         .replace("), None)", "), key=lambda j: miga_overlap(predictions[j], g), default=None)").format(test="miga_overlap(p, g) > alpha"),
+         "the walk takes the FIRST prediction in order"),
+        ("return correct_detections(predictions, gestures, alpha, one_to_one)", "is an int (3); expected a list of 4"),
+    ],
+    "micro_f1": [
+        ("alone = [miga_f1({s: predictions.get(s, [])}, {s: g}, alpha, one_to_one) for s, g in truth.items()]\n"
+         "return sum(r.correct for r in alone), *(sum(getattr(r, f) for r in alone) / len(alone) for f in ('precision', 'recall', 'f1'))",
+         "you average each sequence's own precision"),
+        (MICRO_F1.replace("return correct, precision, recall", "return correct, recall, precision"), "your precision and recall are swapped"),
+        (MICRO_F1.replace("alpha, one_to_one)", "alpha)"), "pass one_to_one on to the count"),
+        (MICRO_F1.replace("gestures, alpha, one_to_one)", "gestures, one_to_one=one_to_one)"), "pass alpha on to the count"),
+        (MICRO_F1.replace("predictions.get(s, [])", "predictions[s]"), "raised KeyError"),
+        (MICRO_F1.replace(" + 1e-7", ""), "raised ZeroDivisionError"),
+    ],
 }
 
 
@@ -155,8 +313,9 @@ def imports(notebook: str, folder: Path = NOTEBOOKS) -> dict:
     """The namespace after the notebook's first code cell (its imports)."""
     cells = nbformat.read(folder / notebook, as_version=4).cells
     first = next(c for c in cells if c.cell_type == "code")
+    source = "\n".join(line for line in first.source.splitlines() if not line.startswith("%"))  # IPython magics
     namespace: dict = {}
-    exec(compile(first.source, f"{notebook}, first code cell", "exec"), namespace)
+    exec(compile(source, f"{notebook}, first code cell", "exec"), namespace)
     return namespace
 
 
@@ -316,3 +475,42 @@ def test_a_students_copy_runs_top_to_bottom_with_every_exercise_not_done(number,
     stubs = sum("# YOUR CODE HERE" in cell.source for cell in notebook.cells)
     assert sum("not done yet" in text for text in shown) == stubs >= 2
     assert not any(output.output_type == "error" for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs)
+
+
+@pytest.mark.parametrize(
+    "got, expected, message",
+    [
+        (np.array([1.0, 2.0]), np.array([1, 2]), "holds float64 where mgtutor's holds int64: mgtutor's holds whole numbers"),
+        ([1, 2], np.array([1, 2]), "is a list of 2; expected a numpy array of shape (2,) (int64)"),
+        (np.array([[1, 2]]), np.array([1, 2]), "has shape (1, 2); expected (2,)"),
+        (np.array([1, 3]), np.array([1, 2]), "differs in 1 of 2 entries; the largest difference is 1 at index (1,) (yours 3, mgtutor's 2)"),
+        (np.array([0.5, 0.25 + 1e-3]), np.array([0.5, 0.25]), "(yours 0.251, mgtutor's 0.25)"),
+        ([0, 32, 64], [0, 32, 64, 72], "is [0, 32, 64]; mgtutor's is [0, 32, 64, 72] (3 items where mgtutor has 4)"),
+        ([0, None], [0, 1], "is [0, None]; mgtutor's is [0, 1]"),
+        (np.array([0, 1]), [0, 1], "is a numpy array of shape (2,); expected a list of 2 (list(...) makes one)"),
+        (list(range(20)), list(range(1, 21)), "your `x[0]` is 0; mgtutor's is 1"),  # too long to show whole
+        (2.0, 2, "is 2.0, a float; mgtutor's is the whole number 2"),
+        (3, 2, "is 3; mgtutor's is 2"),
+        (0.3 + 1e-6, 0.3, "is 0.300001; mgtutor's is 0.3"),
+        (float("nan"), 0.3, "is nan; mgtutor's is 0.3"),
+        (torch.tensor(0.5), 0.5, "a tensor holding one number; expected a Python number (0.5): .item()"),
+        ([0.5], 0.5, "is a list of 1; expected a number (0.5)"),
+        (1, None, "is an int (1); mgtutor's is None"),
+        (None, 4, "is None; expected a number (4)"),
+    ],
+)
+def test_numbers_arrays_and_lists_are_compared_in_the_students_terms(got, expected, message):
+    """Outputs that are not tensors: numpy arrays (the data pipeline), numbers (a padding, a count, an overlap),
+    None and lists of them (window starts, credited predictions)."""
+    found = difference(got, expected, ["x"])
+    assert found is not None and message in found.text, found
+    assert difference(expected, expected, ["x"]) is None and same(expected, expected, ["x"])
+    assert not same(got, expected, ["x"])
+
+
+def test_numbers_agree_within_float64s_tolerance_and_ints_stand_for_floats():
+    assert difference(0.1 + 0.2, 0.3, ["x"]) is None
+    assert difference(0, 0.0, ["x"]) is None  # `return 0` where mgtutor returns 0.0
+    assert difference((1, 0.5), (1, 0.5 + 1e-12), ["a", "b"]) is None
+    assert difference([0, None, 2], [0, None, 2], ["x"]) is None
+    assert difference((np.array([1]),), np.array([1]), ["x"]) is None  # a one-tuple of an array is the array

@@ -109,20 +109,41 @@ def _hits(pred: np.ndarray, gt: np.ndarray, alpha: float) -> np.ndarray:
     return (gt[:, None, 0] == pred[None, :, 0]) & (overlap > alpha)
 
 
+def _credited(hit: np.ndarray, one_to_one: bool) -> list[int | None]:
+    """For each ground-truth gesture (a row of the hit matrix, predictions in order), the index of the first
+    prediction that hits it and, with ``one_to_one``, is not yet credited; None when there is none."""
+    free = np.ones(hit.shape[1], dtype=bool)
+    credited: list[int | None] = []
+    for row in hit:
+        candidates = np.flatnonzero(row & free)
+        credited.append(int(candidates[0]) if len(candidates) else None)
+        if one_to_one and len(candidates):
+            free[candidates[0]] = False  # consumed: the strict variant; the kit never gets here
+    return credited
+
+
 def _count(hit: np.ndarray, one_to_one: bool) -> int:
     """Credited ground-truth gestures, given the hit matrix with predictions in order."""
     if hit.size == 0:
         return 0
-    if not one_to_one:
+    if not one_to_one:  # nothing is consumed: a gesture counts when any prediction hits it
         return int(hit.any(axis=1).sum())
-    free = np.ones(hit.shape[1], dtype=bool)
-    correct = 0
-    for row in hit:
-        candidates = np.flatnonzero(row & free)
-        if len(candidates):
-            free[candidates[0]] = False  # the first one in order, as the kit's walk takes
-            correct += 1
-    return correct
+    return sum(j is not None for j in _credited(hit, one_to_one))
+
+
+def credited_predictions(
+    predictions: Sequence[Sequence[float]],
+    ground_truth: Sequence[Sequence[float]],
+    alpha: float = OFFICIAL_ALPHA,
+    one_to_one: bool = False,
+) -> list[int | None]:
+    """The walk of one sequence (steps 1-2 above): for each ground-truth gesture in file order, the index of
+    the prediction credited to it, or None when it is missed.
+
+    Args: as :func:`correct_detections`, which counts the entries that are not None.
+    """
+    pred, gt = _as_array(predictions, "predictions"), _as_array(ground_truth, "ground truth")
+    return _credited(_hits(pred, gt, alpha), one_to_one)
 
 
 def correct_detections(

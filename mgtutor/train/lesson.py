@@ -12,6 +12,7 @@ runs on a GPU is what ``tests/test_lesson.py`` runs for a step on the CPU.
   paths: a copy of SMG, or else the configuration's synthetic set (40 sequences of 90 s) under the
   repository's ``data/``; the converted I3D weights under ``weights/``.
 - :func:`prepare_lesson_data`: writes what a configuration reads and is missing.
+- :func:`find_repository`: the checkout a notebook belongs to, wherever its copy was opened.
 """
 
 from __future__ import annotations
@@ -50,6 +51,28 @@ def lesson_config(work: str | Path, overrides: Sequence[str] = ()) -> Config:
         "train": {"epochs": 20, "batch_size": 8, "lr": 3e-3, "lr_step": 8, "eval_every": 4, "out": str(work / "run")},
     }  # fmt: skip
     return override_config(values, overrides) if overrides else config_from_dict(values)
+
+
+def find_repository(start: str | Path | None = None) -> Path:
+    """The mgtutor checkout (the folder holding ``configs/smg_paper.yaml``) a notebook works in.
+
+    Looks in ``start`` (default: the current folder) and its parents first, so a notebook opened inside a
+    checkout uses that checkout; then beside the installed package (an editable install, ``make setup``),
+    so a student's copy opened anywhere else still finds it.
+
+    Raises:
+        FileNotFoundError: neither place holds ``configs/smg_paper.yaml``; the message says where it looked.
+    """
+    start = Path.cwd() if start is None else Path(start)
+    package = Path(__file__).resolve().parents[2]
+    candidates = [start, *start.parents, package]
+    for folder in candidates:
+        if (folder / PAPER_CONFIG).is_file():
+            return folder
+    raise FileNotFoundError(
+        f"no mgtutor checkout found: {PAPER_CONFIG} is neither in {start} (or a folder above it) nor in {package}; "
+        "open the notebook inside the clone, or install mgtutor from it with `make setup`"
+    )
 
 
 def paper_lesson_config(

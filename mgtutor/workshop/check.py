@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mgtutor.workshop.compare import Difference, difference, same
@@ -40,6 +41,10 @@ EXERCISE_MODULES = (
     "mgtutor.workshop.exercises.selective_scan",
     "mgtutor.workshop.exercises.mamba_block",
     "mgtutor.workshop.exercises.mamba_mhsa",
+    "mgtutor.workshop.exercises.windows",
+    "mgtutor.workshop.exercises.i3d",
+    "mgtutor.workshop.exercises.set_prediction",
+    "mgtutor.workshop.exercises.challenge_f1",
 )
 
 
@@ -157,8 +162,12 @@ def _describe(inputs: dict) -> str:
     for key, value in inputs.items():
         if isinstance(value, torch.Tensor):
             parts.append(f"{key} {tuple(value.shape)} {str(value.dtype).removeprefix('torch.')}")
-        elif isinstance(value, (int, float, str)):
+        elif isinstance(value, np.ndarray):
+            parts.append(f"{key} {value.shape} {value.dtype}")
+        elif isinstance(value, (int, float, str, tuple)) or value is None:
             parts.append(f"{key} = {value!r}")
+        elif isinstance(value, (list, dict)):
+            parts.append(f"{key}: a {type(value).__name__} of {len(value)}")
         else:
             parts.append(f"{key}: {type(value).__name__}")
     return ", ".join(parts)

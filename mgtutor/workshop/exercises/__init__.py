@@ -5,4 +5,9 @@
 - `selective_scan` (notebook 02): the scan's recurrence, the reverse recurrence of its backward
 - `mamba_block` (notebook 03): the causal depthwise convolution, the skip and the gate
 - `mamba_mhsa` (notebook 04): the residual Mamba stream, the scan in segment-centre order
+- `windows` (notebook 05): the original frame a sampled frame shows, a gesture's window coordinates, the cut
+  into sliding windows
+- `i3d` (notebook 06): TensorFlow's "SAME" padding, I3D's Unit3D
+- `set_prediction` (notebook 08): the matching cost, the class term of the loss
+- `challenge_f1` (notebook 09): the organisers' overlap, their walk over a sequence, the micro-aggregated F1
 """
