@@ -40,6 +40,7 @@ EXERCISE_MODULES = (
     "mgtutor.workshop.exercises.selective_scan",
     "mgtutor.workshop.exercises.mamba_block",
     "mgtutor.workshop.exercises.mamba_mhsa",
+    "mgtutor.workshop.exercises.query_points",
 )
 
 

@@ -5,4 +5,5 @@
 - `selective_scan` (notebook 02): the scan's recurrence, the reverse recurrence of its backward
 - `mamba_block` (notebook 03): the causal depthwise convolution, the skip and the gate
 - `mamba_mhsa` (notebook 04): the residual Mamba stream, the scan in segment-centre order
+- `query_points` (notebook 07): eq. 1's point refinement, one deformable-sampling read, the frame mix
 """
