@@ -3,7 +3,8 @@ and the shape of the paper's Table 2 ablations.
 
     python benchmarks/quality.py                          # the CPU benchmark on a hard synthetic set
     python benchmarks/quality.py --quick                  # tiny set, tiny model, 2 steps a run (what the tests run)
-    python benchmarks/quality.py --only main              # (1) only; --only ablations for (2), --only threshold for (3)
+    python benchmarks/quality.py --only main              # (1) only; ablations (2), threshold (3), initial (4), aux (5)
+    python benchmarks/quality.py --only initial,aux,threshold   # several parts
     python benchmarks/quality.py --root /path/to/SMG --config configs/smg_paper.yaml \\
         --set data.cache=data/smg_cache --out runs/quality_smg    # the same protocol on SMG, on a GPU
 
@@ -21,13 +22,22 @@ and the shape of the paper's Table 2 ablations.
     (``data.val_subjects``) and the post-processing is chosen on them (``eval.choose_on=val``); the same
     model is also scored with the choice made on the subjects it was trained on (``train_choice`` in
     its result), so the two choices differ in nothing else. (1)'s Mamba-MHSA runs, trained on every
-    training subject with the choice made on them, are the third point of comparison.
+    training subject with the choice made on them, are the third point of comparison (shared).
+(4) Where the query points start (``model.initial_points``, docs/fidelity.md section 3), seeds 0, 1, 2,
+    Mamba-MHSA otherwise as in (1): the middle start (the paper's, PointTAD's) against the spread start;
+    the F1 and each decoder layer's auxiliary class loss at the last epoch. The arm equal to the base
+    configuration is (1)'s Mamba-MHSA run (shared).
+(5) Which decoder layers get auxiliary losses (``train.aux_layers``, docs/fidelity.md section 1), seeds
+    0, 1, 2, Mamba-MHSA otherwise as in (1), both at :data:`AUX_BATCH` window a step (the paper's batch):
+    every layer against PointTAD's zip, which at one window a step supervises layer 0 and the last only.
+    At the CPU demo's 4 windows a step the two are the same run, so both arms change the batch; they
+    take ``base batch / AUX_BATCH`` times the step budget, so they see as many windows as every other run.
 
 Every run follows the demo's recipe (:mod:`mgtutor.demo`): :func:`mgtutor.train.engine.train` on the
 training subjects, then the evaluation pipeline (:func:`mgtutor.eval.pipeline.evaluate_split`): the
 score threshold and NMS chosen on the **training** subjects (or, in (3), the held-out ones), the test
 subjects predicted and scored. The final weights are scored (no checkpoint is picked on the test
-split).
+split). Runs whose configurations are equal are trained once and shared between the parts.
 
 Data. Without ``--root``: a synthetic SMG-format set of :data:`SUBJECTS` subjects at the ``hard``
 difficulty of :data:`mgtutor.data.synthetic.LEVELS` (smaller motions, thin limbs and bare hands, more
@@ -78,13 +88,18 @@ SEEDS = (0, 1, 2)
 DECODERS = {"attention": 0, "mamba": 2}  # name -> model.mamba_blocks
 DECODER_NAMES = {"attention": "PointTAD self-attention (N_m = 0)", "mamba": "Mamba-MHSA (N_m = 2)"}
 REFERENCE = ("model.mamba_blocks=2", f"train.seed={SEEDS[0]}")  # what every ablation run starts from
+STARTS = ("middle", "spread")  # (4): model.initial_points
+AUX_LAYERS = ("all", "pointtad")  # (5): train.aux_layers
+AUX_BATCH = 1  # (5): windows a step, the paper's batch, where PointTAD's zip supervises layer 0 and the last only
+PARTS = ("main", "ablations", "threshold", "initial", "aux")  # what --only chooses from
 VAL_SUBJECTS = 6  # training subjects (3) holds out to choose the post-processing on: as many as test subjects
 QUICK_VAL_SUBJECTS = 1
 QUICK_SUBJECTS = 4  # split_subjects gives 1-3 train, 4 test
-QUICK = (  # a tiny set, model and budget: the whole pipeline in well under a minute
+QUICK = (  # a tiny set, model and budget: the whole pipeline in well under a minute; 3 layers, so that
+    # (5)'s PointTAD arm at one window a step leaves a layer unsupervised
     "data.synthetic_seconds=20", "data.synthetic_size=40", "data.short_side=40",
     "data.crop=32", "data.window=32", "data.num_workers=0", "model.encoder=small", "model.hidden=32",
-    "model.queries=8", "model.heads=4", "model.ffn=64", "model.mix_dim=8", "model.layers=2", "train.batch_size=2",
+    "model.queries=8", "model.heads=4", "model.ffn=64", "model.mix_dim=8", "model.layers=3", "train.batch_size=2",
 )  # fmt: skip
 QUICK_STEPS = 2
 # paths and bookkeeping that may differ between two runs of the same experiment
@@ -143,11 +158,22 @@ def base_overrides(out: Path, root: str | None, quick: bool) -> list[str]:
     ]  # fmt: skip
 
 
-def run_name(cfg: Config) -> str:
-    """The folder of a run, from the values this benchmark varies: equal names, equal experiments."""
-    m = cfg.model
-    held_out = f"-val{len(cfg.data.val_subjects)}" if cfg.data.val_subjects else ""
-    return f"nm{m.mamba_blocks}-points{m.points}-window{cfg.data.window}-layers{m.layers}-seed{cfg.train.seed}{held_out}"
+def run_name(cfg: Config, base: Config | None = None) -> str:
+    """The folder of a run, from the values this benchmark varies: equal names, equal experiments. The
+    batch, the initial points and the auxiliary layers are named only where they differ from ``base``
+    (the configuration every run starts from), so the runs of (1)-(3) keep their names."""
+    m, t = cfg.model, cfg.train
+    name = f"nm{m.mamba_blocks}-points{m.points}-window{cfg.data.window}-layers{m.layers}-seed{t.seed}"
+    if cfg.data.val_subjects:
+        name += f"-val{len(cfg.data.val_subjects)}"
+    if base is not None:
+        if t.batch_size != base.train.batch_size:
+            name += f"-batch{t.batch_size}"
+        if m.initial_points != base.model.initial_points:
+            name += f"-{m.initial_points}"
+        if t.aux_layers != base.train.aux_layers:
+            name += f"-aux{t.aux_layers}"
+    return name
 
 
 def held_out(config_file: str | None, overrides: Sequence[str], count: int) -> list[str]:
@@ -158,35 +184,67 @@ def held_out(config_file: str | None, overrides: Sequence[str], count: int) -> l
     return [f"data.val_subjects={train[-count:]}", "eval.choose_on=val"]
 
 
+def parse_only(text: str) -> tuple[str, ...]:
+    """``--only``: ``"all"`` or a comma-separated list of :data:`PARTS` -> the parts, in :data:`PARTS` order."""
+    if text == "all":
+        return PARTS
+    parts = [part.strip() for part in text.split(",")]
+    unknown = [part for part in parts if part not in PARTS]
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(f"expected 'all' or a comma-separated list of {', '.join(PARTS)}; got {text!r}")
+    return tuple(part for part in PARTS if part in parts)
+
+
 def plan(
     config_file: str | None,
     overrides: Sequence[str],
-    only: str,
+    only: str | Sequence[str],
     ablations: Sequence[Ablation] = ABLATIONS,
     val_subjects: int = VAL_SUBJECTS,
 ) -> list[Run]:
-    """The runs of (1), (2) and/or (3), in order, each configuration once; ``overrides`` come before each
-    run's own (the decoder, the seed, the ablated value, the held-out subjects)."""
+    """The runs of the parts ``only`` names (``"all"``, one of :data:`PARTS` or several), in order, each
+    configuration once; ``overrides`` come before each run's own (the decoder, the seed, the ablated
+    value, the held-out subjects, the start, the auxiliary layers)."""
+    parts = parse_only(only) if isinstance(only, str) else tuple(only)
+    base = load_config(config_file, list(overrides))
     runs: dict[str, Run] = {}
+    mamba = f"model.mamba_blocks={DECODERS['mamba']}"
 
     def add(cell: tuple, own: Sequence[str]) -> None:
         cfg = load_config(config_file, [*overrides, *own])
-        name = run_name(cfg)
+        name = run_name(cfg, base)
         runs.setdefault(name, Run(name, cfg, [])).cells.append(cell)
 
-    if only in ("all", "main"):
+    if "main" in parts:
         for decoder, blocks in DECODERS.items():
             for seed in SEEDS:
                 add(("main", decoder, seed), [f"model.mamba_blocks={blocks}", f"train.seed={seed}"])
-    if only in ("all", "ablations"):
+    if "ablations" in parts:
         for ablation in ablations:
             for value in ablation.paper:
                 add(("ablation", ablation.name, value), [*REFERENCE, f"{ablation.key}={value}"])
-    if only in ("all", "threshold"):
+    if "threshold" in parts:
         validation = held_out(config_file, overrides, val_subjects)
         for seed in SEEDS:
-            add(("threshold", "val", seed), [f"model.mamba_blocks={DECODERS['mamba']}", f"train.seed={seed}", *validation])
+            add(("threshold", "all_subjects", seed), [mamba, f"train.seed={seed}"])
+            add(("threshold", "val", seed), [mamba, f"train.seed={seed}", *validation])
+    if "initial" in parts:
+        for start in STARTS:
+            for seed in SEEDS:
+                add(("initial", start, seed), [mamba, f"train.seed={seed}", f"model.initial_points={start}"])
+    if "aux" in parts:
+        for layers in AUX_LAYERS:
+            for seed in SEEDS:
+                add(("aux", layers, seed), [mamba, f"train.seed={seed}", f"train.batch_size={AUX_BATCH}", f"train.aux_layers={layers}"])
     return list(runs.values())
+
+
+def scaled_steps(steps: int | None, base_batch: int, batch: int) -> int | None:
+    """The step budget of a run with ``batch`` windows a step when the runs at ``base_batch`` take
+    ``steps``: as many windows seen (at least one step); None (the configuration's schedule) stays None."""
+    if steps is None:
+        return None
+    return max(1, round(steps * base_batch / batch))
 
 
 def budget(cfg: Config, steps: int | None, train_windows: int) -> Config:
@@ -219,10 +277,14 @@ def _write_json(path: Path, value: Any) -> None:
 def execute(run: Run, folder: Path, device: torch.device, keep_checkpoints: bool) -> dict[str, Any]:
     """Train ``run`` into ``folder/train`` (continuing an interrupted run), then score the test subjects
     with the evaluation pipeline (post-processing as the run's ``eval`` says; with held-out subjects
-    also with the choice made on the trained subjects); write and return ``folder/result.json``."""
+    also with the choice made on the trained subjects); write and return ``folder/result.json``, which
+    also holds each decoder layer's class loss over the last epoch and the layers that had an auxiliary
+    loss (at the run's batch size; a last, smaller batch of an epoch may have had fewer with ``pointtad``)."""
     from mgtutor.eval.inference import load_model
     from mgtutor.eval.pipeline import evaluate_split
     from mgtutor.train.engine import LAST, NonFiniteLossError, train
+    from mgtutor.train.log import layer_losses
+    from mgtutor.train.losses import auxiliary_layers
 
     cfg = dataclasses.replace(run.config, train=dataclasses.replace(run.config.train, out=str(folder / "train")))
     resume = (folder / "train" / LAST).exists()
@@ -244,6 +306,9 @@ def execute(run: Run, folder: Path, device: torch.device, keep_checkpoints: bool
         "steps": trainer.global_step,
         "epochs": trainer.epoch,
         "final_loss": trainer.history[-1].get("loss/total") if trainer.history else None,
+        # each decoder layer's class loss over the last epoch, layer 0 first; None for a layer without one
+        "layer_class_loss": [None if math.isnan(v) else v for v in layer_losses(trainer.history, cfg.model.layers)],
+        "aux_layers_supervised": auxiliary_layers(cfg.model.layers, cfg.train.batch_size, cfg.train.aux_loss, cfg.train.aux_layers),
         "train_seconds": sum(record["time"] for record in trainer.history),
         "eval_seconds": time.perf_counter() - start,
         "load_average": list(os.getloadavg()),
@@ -300,7 +365,45 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def _threshold_summary(cells: dict[tuple, dict], main: dict[str, dict]) -> dict[str, Any]:
+def _layer_summary(scored: Sequence[dict]) -> list[dict[str, Any]]:
+    """Each decoder layer's last-epoch class loss over the scored runs: mean, sample standard deviation
+    and the values, layer 0 first; a layer no run supervised has mean None."""
+    per_run = [r["layer_class_loss"] for r in scored if r.get("layer_class_loss")]
+    if not per_run:
+        return []
+    layers = []
+    for values in zip(*per_run):
+        known = [v for v in values if v is not None]
+        mean, std = mean_std(known) if known else (None, None)
+        layers.append({"mean": mean, "std": std, "values": list(values)})
+    return layers
+
+
+def _seed_summary(found: dict[int, dict]) -> dict[str, Any]:
+    """One arm over seeds: the seeds scored and diverged, each figure's mean, sample standard deviation
+    and values, the mean time a run, each layer's class loss (:func:`_layer_summary`)."""
+    scored = {seed: r for seed, r in found.items() if "figures" in r}
+    entry: dict[str, Any] = {"seeds": list(scored), "diverged": [seed for seed in found if seed not in scored]}
+    if scored:
+        for key in FIGURES:
+            values = [r["figures"].get(key, float("nan")) for r in scored.values()]
+            entry[key] = dict(zip(("mean", "std"), mean_std(values))) | {"values": values}
+        entry["seconds"] = statistics.fmean(r["train_seconds"] + r["eval_seconds"] for r in scored.values())
+        entry["layer_class_loss"] = _layer_summary(list(scored.values()))
+    return entry
+
+
+def _arms(cells: dict[tuple, dict], part: str, arms: Sequence[str]) -> dict[str, dict]:
+    """(1), (4) or (5): each arm's :func:`_seed_summary`, arms without a result left out."""
+    summary = {}
+    for arm in arms:
+        found = {seed: cells[(part, arm, seed)] for seed in SEEDS if (part, arm, seed) in cells}
+        if found:
+            summary[arm] = _seed_summary(found)
+    return summary
+
+
+def _threshold_summary(cells: dict[tuple, dict]) -> dict[str, Any]:
     """(3): each way of choosing the post-processing, its test figures and chosen thresholds over seeds."""
     found = {seed: cells[("threshold", "val", seed)] for seed in SEEDS if ("threshold", "val", seed) in cells}
     scored = {seed: r for seed, r in found.items() if "figures" in r}
@@ -318,8 +421,10 @@ def _threshold_summary(cells: dict[tuple, dict], main: dict[str, dict]) -> dict[
         for key in FIGURES:
             values = [figures.get(key, float("nan")) for figures, _ in pairs]
             summary[choice][key] = dict(zip(("mean", "std"), mean_std(values))) | {"values": values}
-    if "f1" in main.get("mamba", {}):
-        summary["all_subjects"] = {key: main["mamba"][key] for key in FIGURES}
+    everyone = _arms(cells, "threshold", ["all_subjects"]).get("all_subjects", {})
+    if "f1" in everyone:
+        thresholds = [cells[("threshold", "all_subjects", s)]["postprocessing"].get("score_threshold") for s in everyone["seeds"]]
+        summary["all_subjects"] = {key: everyone[key] for key in FIGURES} | {"thresholds": thresholds}
     return summary
 
 
@@ -327,19 +432,7 @@ def summarise(runs: Sequence[Run], results: dict[str, dict], ablations: Sequence
     """The tables' figures (fractions, not percent) from the runs' results; runs without a result are
     left out, diverged runs are marked and kept out of means and correlations."""
     cells = {cell: results[run.name] for run in runs if run.name in results for cell in run.cells}
-    main: dict[str, dict] = {}
-    for decoder in DECODERS:
-        found = {seed: cells[("main", decoder, seed)] for seed in SEEDS if ("main", decoder, seed) in cells}
-        scored = {seed: r for seed, r in found.items() if "figures" in r}
-        if not found:
-            continue
-        entry: dict[str, Any] = {"seeds": list(scored), "diverged": [seed for seed in found if seed not in scored]}
-        if scored:
-            for key in FIGURES:
-                values = [r["figures"].get(key, float("nan")) for r in scored.values()]
-                entry[key] = dict(zip(("mean", "std"), mean_std(values))) | {"values": values}
-            entry["seconds"] = statistics.fmean(r["train_seconds"] + r["eval_seconds"] for r in scored.values())
-        main[decoder] = entry
+    main = _arms(cells, "main", list(DECODERS))
     tables: dict[str, dict] = {}
     for ablation in ablations:
         rows: dict[int, dict] = {}
@@ -357,28 +450,56 @@ def summarise(runs: Sequence[Run], results: dict[str, dict], ablations: Sequence
             "best": max(scored, key=lambda v: rows[v]["f1"]) if scored else None,
             "spearman": spearman([rows[v]["f1"] for v in scored], [rows[v]["paper_f1"] for v in scored]),
         }  # fmt: skip
-    return {"main": main, "ablations": tables, "threshold": _threshold_summary(cells, main)}
+    return {
+        "main": main, "ablations": tables, "threshold": _threshold_summary(cells),
+        "initial": _arms(cells, "initial", STARTS), "aux": _arms(cells, "aux", AUX_LAYERS),
+    }  # fmt: skip
 
 
 def _pm(entry: dict) -> str:
     return f"{entry['mean'] * 100:.1f} +- {entry['std'] * 100:.1f}"
 
 
-def format_main(main: dict[str, dict]) -> str:
-    """Markdown: each decoder's figures as mean +- standard deviation over seeds, in percent."""
+START_NAMES = {"middle": "middle (the paper, PointTAD: every point at 0.5)", "spread": "spread (query i on [i/q, (i+1)/q])"}
+AUX_NAMES = {"all": "every layer (`all`)", "pointtad": "PointTAD's zip (`pointtad`)"}
+
+
+def format_arms(arms: dict[str, dict], names: dict[str, str], column: str = "decoder") -> str:
+    """Markdown: each arm's figures as mean +- standard deviation over seeds, in percent."""
     lines = [
-        "| decoder | F1 (official) | F1 (one-to-one) | detection-mAP | F1 by seed | time a run |",
+        f"| {column} | F1 (official) | F1 (one-to-one) | detection-mAP | F1 by seed | time a run |",
         "|---|---:|---:|---:|---|---:|",
     ]
-    for decoder, entry in main.items():
+    for arm, entry in arms.items():
         if "f1" not in entry:
-            lines.append(f"| {DECODER_NAMES[decoder]} | diverged | diverged | diverged | seeds {entry['diverged']} diverged | - |")
+            lines.append(f"| {names[arm]} | diverged | diverged | diverged | seeds {entry['diverged']} diverged | - |")
             continue
         seeds = ", ".join(f"{v * 100:.1f}" for v in entry["f1"]["values"]) + "".join(f", seed {s} diverged" for s in entry["diverged"])
         lines.append(
-            f"| {DECODER_NAMES[decoder]} | {_pm(entry['f1'])} | {_pm(entry['strict_f1'])} | {_pm(entry['map'])} "
+            f"| {names[arm]} | {_pm(entry['f1'])} | {_pm(entry['strict_f1'])} | {_pm(entry['map'])} "
             f"| {seeds} | {entry['seconds'] / 60:.1f} min |"
         )
+    return "\n".join(lines)
+
+
+def format_main(main: dict[str, dict]) -> str:
+    """Markdown: each decoder's figures as mean +- standard deviation over seeds, in percent."""
+    return format_arms(main, DECODER_NAMES)
+
+
+def format_layer_losses(arms: dict[str, dict], names: dict[str, str], column: str) -> str:
+    """Markdown: each arm's per-layer class loss at the last epoch, mean +- standard deviation over seeds
+    ("-" where no run supervised the layer), then layer 0's value by seed."""
+    depth = max((len(entry.get("layer_class_loss", [])) for entry in arms.values()), default=0)
+    if depth == 0:
+        return ""
+    heads = [f"layer {i}" for i in range(depth - 1)] + [f"layer {depth - 1} (last)"]
+    lines = [f"| {column} | " + " | ".join(heads) + " | layer 0 by seed |", "|---|" + "---:|" * depth + "---|"]
+    for arm, entry in arms.items():
+        layers = entry.get("layer_class_loss", [])
+        cells = ["-" if layer["mean"] is None else f"{layer['mean']:.2f} +- {layer['std']:.2f}" for layer in layers]
+        first = ", ".join("-" if v is None else f"{v:.2f}" for v in layers[0]["values"]) if layers else "-"
+        lines.append(f"| {names[arm]} | " + " | ".join(cells) + f" | {first} |")
     return "\n".join(lines)
 
 
@@ -390,12 +511,16 @@ def format_threshold(threshold: dict[str, Any]) -> str:
         ("train", "training subjects (trained without the held-out ones)"),
         ("val", "held-out validation subjects"),
     ]
-    lines = ["| chosen on | F1 (official) | F1 (one-to-one) | detection-mAP | thresholds by seed |", "|---|---:|---:|---:|---|"]
+    lines = [
+        "| chosen on | F1 (official) | F1 (one-to-one) | detection-mAP | F1 by seed | thresholds by seed |",
+        "|---|---:|---:|---:|---|---|",
+    ]
     for key, label in rows:
         if key in threshold:
             entry = threshold[key]
-            chosen = ", ".join(f"{t:g}" for t in entry.get("thresholds", [])) or "-"
-            lines.append(f"| {label} | {_pm(entry['f1'])} | {_pm(entry['strict_f1'])} | {_pm(entry['map'])} | {chosen} |")
+            chosen = ", ".join("-" if t is None else f"{t:g}" for t in entry.get("thresholds", [])) or "-"
+            seeds = ", ".join(f"{v * 100:.1f}" for v in entry["f1"]["values"])
+            lines.append(f"| {label} | {_pm(entry['f1'])} | {_pm(entry['strict_f1'])} | {_pm(entry['map'])} | {seeds} | {chosen} |")
     return "\n".join(lines)
 
 
@@ -484,6 +609,24 @@ def write_report(out: Path, document: dict[str, Any]) -> str:
             f"held out: data.val_subjects {document.get('val_subjects')}); mean +- sample standard deviation, in percent.\n\n"
             + format_threshold(document["threshold"])
         )
+    if document.get("initial"):
+        parts.append(
+            f"Where the query points start (`model.initial_points`), Mamba-MHSA, seeds {', '.join(map(str, SEEDS))}; "
+            "mean +- sample standard deviation (F1 in percent), and each decoder layer's class loss over the last epoch "
+            "(ln 18 = 2.89 is a uniform guess).\n\n"
+            + format_arms(document["initial"], START_NAMES, "start") + "\n\n"
+            + format_layer_losses(document["initial"], START_NAMES, "start")
+        )
+    if document.get("aux"):
+        parts.append(
+            f"Which decoder layers get auxiliary losses (`train.aux_layers`), Mamba-MHSA at {document['aux_batch']} "
+            f"window{'s' if document['aux_batch'] != 1 else ''} a step (the other runs: {document['batch_size']}), "
+            f"as many windows seen as the other runs, seeds "
+            f"{', '.join(map(str, SEEDS))}; mean +- sample standard deviation (F1 in percent), each layer's class loss "
+            "over the last epoch (- where the layer had no loss).\n\n"
+            + format_arms(document["aux"], AUX_NAMES, "auxiliary losses on") + "\n\n"
+            + format_layer_losses(document["aux"], AUX_NAMES, "auxiliary losses on")
+        )
     if document.get("pending"):
         parts.append("Not yet run (another --shard's; rerun without --shard once they finish):\n\n" + "\n".join(f"- {name}" for name in document["pending"]))
     if document["failed"]:
@@ -535,7 +678,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="base configuration (default configs/cpu_demo.yaml)")
     parser.add_argument("--root", help="an SMG root: run the protocol on it (its configured split) instead of the synthetic set")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="change one configuration value (repeatable)")
-    parser.add_argument("--only", choices=("all", "main", "ablations", "threshold"), default="all")
+    parser.add_argument("--only", type=parse_only, default=PARTS, metavar="PARTS",
+                        help=f"'all' (default) or a comma-separated list of {', '.join(PARTS)}")  # fmt: skip
     parser.add_argument("--val-subjects", type=int, default=None,
                         help=f"(3): training subjects held out to choose the post-processing on (default {VAL_SUBJECTS}; {QUICK_VAL_SUBJECTS} with --quick)")  # fmt: skip
     parser.add_argument("--steps", type=int, help=f"optimiser steps a run (default {CPU_STEPS} on a synthetic set; the configuration's schedule with --root)")
@@ -559,6 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [*base_overrides(out, args.root, args.quick), *args.overrides]
     val_subjects = args.val_subjects or (QUICK_VAL_SUBJECTS if args.quick else VAL_SUBJECTS)
     runs = plan(config_file, overrides, args.only, val_subjects=val_subjects)
+    base = load_config(config_file, overrides)
     device = default_device()
     machine = machine_line(device)
     print(f"machine: {machine}\nbase configuration: {config_file}; {len(runs)} runs into {out / 'runs'}", flush=True)
@@ -575,7 +720,8 @@ def main(argv: list[str] | None = None) -> int:
     shard, shards = args.shard
     for index, run in enumerate(runs, 1):
         run.config = dataclasses.replace(run.config, data=dataclasses.replace(run.config.data, root=str(root)))
-        run.config = budget(run.config, steps, len(WindowDataset.from_config(run.config, "train")))
+        own_steps = scaled_steps(steps, base.train.batch_size, run.config.train.batch_size)  # (5) at one window a step
+        run.config = budget(run.config, own_steps, len(WindowDataset.from_config(run.config, "train")))
         folder = out / "runs" / run.name
         result = finished(run, folder)
         state = "already done"
@@ -603,7 +749,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "command": " ".join(["python benchmarks/quality.py", *(sys.argv[1:] if argv is None else argv)]),
         "config": config_file, "steps": steps, "seeds": list(SEEDS),
-        "reference": run_name(load_config(config_file, [*overrides, *REFERENCE])),
+        "reference": run_name(load_config(config_file, [*overrides, *REFERENCE]), base),
+        "batch_size": base.train.batch_size, "aux_batch": AUX_BATCH,
         "split": {"train": runs[0].config.data.train_subjects, "test": runs[0].config.data.test_subjects},
         "val_subjects": next((r.config.data.val_subjects for r in runs if r.config.data.val_subjects), []),
         "seconds": sum(r["train_seconds"] + r["eval_seconds"] for r in scored),

@@ -42,13 +42,15 @@ def test_plan_shares_the_reference_run_between_the_main_comparison_and_every_abl
     overrides = [*quality.base_overrides(tmp_path, None, quick=False), "data.window=128", "model.points=30", "model.layers=4"]
     runs = quality.plan(BASE, overrides, "all")
     # 6 main runs + 18 ablation values, of which the 4 reference values are the main Mamba-MHSA seed-0 run,
-    # + 3 seeds trained without the held-out validation subjects
-    assert len(runs) == 6 + 18 - 4 + 3
+    # + 3 seeds trained without the held-out validation subjects + 3 spread starts + 3 PointTAD zips (the
+    # paper's configuration trains one window a step, so every-layer at batch 1 is the main run)
+    assert len(runs) == 6 + 18 - 4 + 3 + 3 + 3
     assert len({r.name for r in runs}) == len(runs)
     reference = next(r for r in runs if ("main", "mamba", 0) in r.cells)
     assert sorted(reference.cells) == sorted(
-        [("main", "mamba", 0), ("ablation", "points", 30), ("ablation", "window", 128), ("ablation", "layers", 4), ("ablation", "mamba_blocks", 2)]
-    )
+        [("main", "mamba", 0), ("ablation", "points", 30), ("ablation", "window", 128), ("ablation", "layers", 4), ("ablation", "mamba_blocks", 2),
+         ("threshold", "all_subjects", 0), ("initial", "middle", 0), ("aux", "all", 0)]
+    )  # fmt: skip
     attention = [r for r in runs if r.cells[0][:2] == ("main", "attention")]
     assert [(r.config.model.mamba_blocks, r.config.train.seed) for r in attention] == [(0, 0), (0, 1), (0, 2)]
     window_200 = next(r for r in runs if ("ablation", "window", 200) in r.cells)
@@ -59,12 +61,46 @@ def test_plan_shares_the_reference_run_between_the_main_comparison_and_every_abl
     assert [r.name for r in quality.plan(BASE, overrides, "main")] == [r.name for r in runs[:6]]
     assert all(r.cells[0][0] == "ablation" or r is reference for r in quality.plan(BASE, overrides, "ablations"))
     held_out = quality.plan(BASE, overrides, "threshold")
-    assert [r.cells for r in held_out] == [[("threshold", "val", seed)] for seed in quality.SEEDS]
-    for run in held_out:  # the last 6 training subjects held out, the choice made on them
+    assert [r.cells for r in held_out] == [[("threshold", part, seed)] for seed in quality.SEEDS for part in ("all_subjects", "val")]
+    for run in held_out[1::2]:  # the last 6 training subjects held out, the choice made on them
         assert run.config.data.val_subjects == list(range(37, 43)) and run.config.data.subjects("train") == list(range(1, 37))
         assert run.config.eval.choose_on == "val" and run.config.model.mamba_blocks == 2 and run.name.endswith("-val6")
     with pytest.raises(SystemExit, match="--val-subjects must lie between 1 and 41"):
         quality.plan(BASE, overrides, "threshold", val_subjects=42)
+
+
+def test_plan_compares_the_starts_and_the_auxiliary_layers_at_one_window_a_step(tmp_path):
+    from mgtutor.train.losses import auxiliary_layers
+
+    overrides = [*quality.base_overrides(tmp_path, None, quick=False), "train.batch_size=4", "model.layers=4"]
+    runs = quality.plan(BASE, overrides, "initial,aux")
+    assert len(runs) == 4 * 3  # middle, spread, all at batch 1, pointtad at batch 1; at 4 a step neither is the base
+    by_cell = {cell: run for run in runs for cell in run.cells}
+    for seed in quality.SEEDS:
+        middle, spread = by_cell[("initial", "middle", seed)], by_cell[("initial", "spread", seed)]
+        every, zipped = by_cell[("aux", "all", seed)], by_cell[("aux", "pointtad", seed)]
+        assert (middle.config.model.initial_points, spread.config.model.initial_points) == ("middle", "spread")
+        assert spread.name == middle.name + "-spread" and middle.config.train.batch_size == 4
+        assert every.name == middle.name + "-batch1" and zipped.name == middle.name + "-batch1-auxpointtad"
+        for run in (every, zipped):
+            assert (run.config.train.batch_size, run.config.model.mamba_blocks, run.config.train.seed) == (1, 2, seed)
+        # the comparison exercises the truncation: the zip leaves layers 1 and 2 without a loss
+        assert auxiliary_layers(4, 1, True, every.config.train.aux_layers) == [0, 1, 2]
+        assert auxiliary_layers(4, 1, True, zipped.config.train.aux_layers) == [0]
+    # the batch-1 runs see as many windows as the others
+    assert quality.scaled_steps(600, 4, 1) == 2400 and quality.scaled_steps(600, 4, 4) == 600
+    assert quality.scaled_steps(None, 4, 1) is None and quality.scaled_steps(1, 1, 4) == 1
+    # a base that already starts spread names the middle arm instead
+    spread_base = quality.plan(BASE, [*overrides, "model.initial_points=spread"], "initial")
+    assert [r.name.endswith("-middle") for r in spread_base] == [True] * 3 + [False] * 3
+
+
+def test_only_takes_all_or_a_list_of_parts():
+    assert quality.parse_only("all") == quality.PARTS
+    assert quality.parse_only("aux,initial") == ("initial", "aux")
+    for text in ["", "main,nope", "thresholds"]:
+        with pytest.raises(Exception, match="comma-separated list of main, ablations"):
+            quality.parse_only(text)
 
 
 def test_budget_compresses_the_schedule_to_the_steps():
@@ -126,16 +162,44 @@ def test_the_threshold_experiment_compares_the_choices_on_the_same_models():
         return result | {"train_choice": {"figures": _result(f1_train)["figures"], "postprocessing": {"score_threshold": threshold + 0.2}}}
 
     runs = [quality.Run(f"v{seed}", None, [("threshold", "val", seed)]) for seed in quality.SEEDS]
-    runs += [quality.Run("m0", None, [("main", "mamba", 0)])]
-    results = {"v0": held_out(0.5, 0.4, 0.3), "v1": held_out(0.7, 0.4, 0.5), "v2": {"diverged": "nan"}, "m0": _result(0.6)}
+    runs += [quality.Run("m0", None, [("main", "mamba", 0), ("threshold", "all_subjects", 0)])]
+    everyone = _result(0.6) | {"postprocessing": {"score_threshold": 0.4}}
+    results = {"v0": held_out(0.5, 0.4, 0.3), "v1": held_out(0.7, 0.4, 0.5), "v2": {"diverged": "nan"}, "m0": everyone}
     threshold = quality.summarise(runs, results)["threshold"]
     assert threshold["seeds"] == [0, 1] and threshold["diverged"] == [2]
     assert threshold["val"]["f1"]["mean"] == pytest.approx(0.6) and threshold["val"]["thresholds"] == [0.3, 0.5]
     assert threshold["train"]["f1"]["values"] == [0.4, 0.4] and threshold["train"]["thresholds"] == pytest.approx([0.5, 0.7])
-    assert threshold["all_subjects"]["f1"]["values"] == [0.6]
+    assert threshold["all_subjects"]["f1"]["values"] == [0.6] and threshold["all_subjects"]["thresholds"] == [0.4]
     text = quality.format_threshold(threshold)
-    assert "| held-out validation subjects | 60.0 +- 14.1 |" in text and "| 0.3, 0.5 |" in text
+    assert "| held-out validation subjects | 60.0 +- 14.1 | 30.0 +- 7.1 | 15.0 +- 3.5 | 50.0, 70.0 | 0.3, 0.5 |" in text
     assert quality.summarise(runs[3:], results)["threshold"] == {}
+
+
+def test_the_starts_and_the_auxiliary_layers_are_summarised_with_each_layers_class_loss():
+    def run(f1, losses):
+        return _result(f1) | {"layer_class_loss": losses}
+
+    runs = [quality.Run(f"m{s}", None, [("main", "mamba", s), ("initial", "middle", s)]) for s in (0, 1)]
+    runs += [quality.Run(f"s{s}", None, [("initial", "spread", s)]) for s in (0, 1)]
+    runs += [quality.Run(f"p{s}", None, [("aux", "pointtad", s)]) for s in (0, 1, 2)]
+    results = {
+        "m0": run(0.3, [2.5, 2.2, 1.5, 0.9]), "m1": run(0.4, [2.3, 2.0, 1.3, 0.7]),
+        "s0": run(0.5, [0.8, 0.7, 0.6, 0.5]), "s1": run(0.6, [1.0, 0.9, 0.6, 0.3]),
+        "p0": run(0.2, [2.0, None, None, 1.0]), "p1": run(0.4, [2.2, None, None, 1.2]), "p2": {"diverged": "nan"},
+    }  # fmt: skip
+    summary = quality.summarise(runs, results)
+    middle, spread = summary["initial"]["middle"], summary["initial"]["spread"]
+    assert summary["main"]["mamba"]["f1"]["values"] == middle["f1"]["values"] == [0.3, 0.4]
+    assert middle["layer_class_loss"][0]["mean"] == pytest.approx(2.4) and middle["layer_class_loss"][0]["values"] == [2.5, 2.3]
+    assert spread["layer_class_loss"][3]["std"] == pytest.approx(math.sqrt(0.02))
+    zipped = summary["aux"]["pointtad"]
+    assert list(summary["aux"]) == ["pointtad"] and zipped["diverged"] == [2]
+    assert zipped["layer_class_loss"][1] == {"mean": None, "std": None, "values": [None, None]}
+    table = quality.format_layer_losses(summary["initial"], quality.START_NAMES, "start")
+    assert "| start | layer 0 | layer 1 | layer 2 | layer 3 (last) | layer 0 by seed |" in table
+    assert f"| {quality.START_NAMES['middle']} | 2.40 +- 0.14 | 2.10 +- 0.14 | 1.40 +- 0.14 | 0.80 +- 0.14 | 2.50, 2.30 |" in table
+    assert f"| {quality.AUX_NAMES['pointtad']} | 2.10 +- 0.14 | - | - | 1.10 +- 0.14 | 2.00, 2.20 |" in quality.format_layer_losses(summary["aux"], quality.AUX_NAMES, "aux")
+    assert f"| {quality.START_NAMES['spread']} | 55.0 +- 7.1 |" in quality.format_arms(summary["initial"], quality.START_NAMES, "start")
 
 
 # -- --quick end to end ----------------------------------------------------------------------------------
@@ -156,10 +220,17 @@ def test_quick_run_scores_every_run_on_the_test_subjects_and_writes_the_report(q
     train, test = split_subjects(quality.QUICK_SUBJECTS)
     assert document["split"] == {"train": train, "test": test}
     test_gestures = sum(len(seq.gestures) for seq in load_root(out / "data" / "synthetic_hard", test))
-    assert len(document["runs"]) == 20 + 3 and document["failed"] == {}
+    # 20 of (1) and (2), 3 held out, 3 spread starts, 3 + 3 at one window a step (the base trains 2)
+    assert len(document["runs"]) == 20 + 3 + 3 + 6 and document["failed"] == {}
     for name, result in document["runs"].items():
         assert (out / "runs" / name / "result.json").exists() and not (out / "runs" / name / "train" / "last.pt").exists()
-        assert result["steps"] == quality.QUICK_STEPS
+        batch = result["config"]["train"]["batch_size"]
+        assert result["steps"] == quality.QUICK_STEPS * 2 // batch  # the batch-1 runs see as many windows
+        losses, aux, layers = result["layer_class_loss"], result["aux_layers_supervised"], result["config"]["model"]["layers"]
+        if result["config"]["train"]["aux_layers"] == "pointtad":  # at one window a step: layer 0 and the last
+            assert batch == 1 and aux == [0] and losses[1] is None and losses[0] > 0 and losses[2] > 0
+        else:
+            assert aux == list(range(layers - 1)) and len(losses) == layers and all(v > 0 for v in losses)
         post = result["postprocessing"]
         if name.endswith("-val1"):  # (3): trained on 1-2, the choice made on the held-out 3, and on 1-2 for comparison
             assert (post["chosen_on"], post["subjects"]) == ("val", [3])
@@ -176,11 +247,16 @@ def test_quick_run_scores_every_run_on_the_test_subjects_and_writes_the_report(q
     assert {name: list(map(int, t["rows"])) for name, t in document["ablations"].items()} == {a.name: list(a.paper) for a in quality.ABLATIONS}
     assert document["threshold"]["seeds"] == list(quality.SEEDS) and len(document["threshold"]["val"]["f1"]["values"]) == 3
     assert {"all_subjects", "train", "val"} <= set(document["threshold"])
+    assert document["initial"]["middle"]["f1"] == document["main"]["mamba"]["f1"]  # shared runs
+    assert [len(document[part][arm]["f1"]["values"]) for part, arm in [("initial", "spread"), ("aux", "all"), ("aux", "pointtad")]] == [3, 3, 3]
+    starts = {r["config"]["model"]["initial_points"] for r in document["runs"].values() if r["name"].endswith("-spread")}
+    assert starts == {"spread"}
     windows = {r["config"]["data"]["window"] for r in document["runs"].values()}
     assert windows == {16, 32, 64, 128, 200}
     text = (out / "quality.md").read_text()
     assert "| Mamba-MHSA (N_m = 2) |" in text and "| window (frames) | 200 |" in text and "14.34 (best)" in text
-    assert "| held-out validation subjects |" in text
+    assert "| held-out validation subjects |" in text and "| spread (query i on" in text and "| PointTAD's zip (`pointtad`) |" in text
+    assert "layer 2 (last)" in text
     assert (out / "ablations.png").stat().st_size > 10_000
 
 
@@ -188,7 +264,7 @@ def test_quick_run_scores_every_run_on_the_test_subjects_and_writes_the_report(q
 def test_rerun_skips_finished_runs_and_redoes_a_missing_one_identically(quick, capsys):
     out, _ = quick
     capsys.readouterr()
-    name = "nm0-points30-window32-layers2-seed1"
+    name = "nm0-points30-window32-layers3-seed1"
     before = json.loads((out / "runs" / name / "result.json").read_text())
     (out / "runs" / name / "result.json").unlink()
     assert quality.main(["--quick", "--config", BASE, "--out", str(out), "--threads", "1", "--only", "main"]) == 0

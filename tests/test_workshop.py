@@ -36,7 +36,7 @@ from mgtutor.workshop.student import BEGIN, END, SolutionMarkerError, stub_solut
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 # the notebooks that hold exercises so far; each must hold at least two
-WITH_EXERCISES = ("01", "02", "03", "04", "05", "06", "08", "09")
+WITH_EXERCISES = ("01", "02", "03", "04", "05", "06", "07", "08", "09")
 
 # the solutions of notebooks 08 and 09 with a piece to vary, for the wrong answers below
 CLS = "-logits.softmax(-1)[:, labels]"
@@ -269,6 +269,55 @@ WRONG_ANSWERS: dict[str, list[tuple[str, str]]] = {
         (MICRO_F1.replace("predictions.get(s, [])", "predictions[s]"), "raised KeyError"),
         (MICRO_F1.replace(" + 1e-7", ""), "raised ZeroDivisionError"),
     ],
+    # notebook 07
+    "refine": [
+        ("length = points.max(-1, keepdim=True).values - points.min(-1, keepdim=True).values\nreturn points + deltas * 0.5 * length",
+         "your segment spans all p points"),
+        ("located = points[..., :-(points.shape[-1] // 3)]\n"
+         "length = located.max(-1, keepdim=True).values - located.min(-1, keepdim=True).values\nreturn points + deltas * 0.5 * length",
+         "you kept p - p // 3 points"),
+        ("located = points[..., :localisation_points(points.shape[-1])]\n"
+         "length = located.max(-1, keepdim=True).values - located.min(-1, keepdim=True).values\nreturn points + deltas * length",
+         "you moved the points by delta * length"),
+        ("return points + deltas", "your step is not scaled"),
+        ("located = points[..., :localisation_points(points.shape[-1])]\n"
+         "return points + deltas * 0.5 * (located.max(-1).values - located.min(-1).values)",
+         "your function raised RuntimeError: The size of tensor a (30) must match the size of tensor b (16)"),
+    ],
+    "read_subpoints": [
+        ('positions = (points[..., None] + offsets).clamp(0, 1)\n'
+         'return einsum(sample_features(features, positions), logits.softmax(-1), "b q p s d, b q p s -> b q p d")',
+         "jumped by whole windows"),
+        ('positions = (points[..., None] + offsets / (features.shape[1] - 1)).clamp(0, 1)\n'
+         'return einsum(sample_features(features, positions), logits.softmax(-1), "b q p s d, b q p s -> b q p d")',
+         "you divided the offsets by t - 1"),
+        ('positions = points[..., None] + offsets / features.shape[1]\n'
+         'return einsum(sample_features(features, positions), logits.softmax(-1), "b q p s d, b q p s -> b q p d")',
+         "a sub-point beyond the window's ends read zeros"),
+        ('positions = (points[..., None] + offsets / features.shape[1]).clamp(0, 1)\n'
+         'return einsum(sample_features(features, positions), logits, "b q p s d, b q p s -> b q p d")',
+         "by the raw logits"),
+        ('positions = (points[..., None] + offsets / features.shape[1]).clamp(0, 1)\n'
+         'return einsum(sample_features(features, positions), logits.softmax(2), "b q p s d, b q p s -> b q p d")',
+         "your softmax runs across the points"),
+        ("positions = (points[..., None] + offsets / features.shape[1]).clamp(0, 1)\n"
+         "return sample_features(features, positions).mean(dim=3)", "you averaged the sub-points equally"),
+        ('positions = (points + offsets / features.shape[1]).clamp(0, 1)\n'
+         'return einsum(sample_features(features, positions), logits.softmax(-1), "b q p s d, b q p s -> b q p d")',
+         "your function raised RuntimeError"),
+    ],
+    "frame_mix": [
+        ('return rearrange(F.relu(mixing.frame_norm(einsum(point_features, frame, "b q k d, b q j k -> b q d j"))), "b q d p -> b q p d")',
+         "you mixed with T transposed"),
+        ('return rearrange(mixing.frame_norm(F.relu(einsum(point_features, frame, "b q k d, b q k j -> b q d j"))), "b q d p -> b q p d")',
+         "the ReLU comes after the LayerNorm"),
+        ('return rearrange(mixing.frame_norm(einsum(point_features, frame, "b q k d, b q k j -> b q d j")), "b q d p -> b q p d")',
+         "you left out the ReLU"),
+        ('return F.relu(mixing.frame_norm(einsum(point_features, frame, "b q k d, b q k j -> b q d j")))',
+         "your `mixed` has shape (1, 3, 8, 5); expected (1, 3, 5, 8)"),
+        ('return F.relu(mixing.frame_norm(einsum(point_features, frame, "b q k d, b q k j -> b q j d")))',
+         "your function raised RuntimeError"),
+    ],
 }
 
 
@@ -452,6 +501,18 @@ def test_the_references_are_what_the_library_computes():
     bare = selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], delta_bias=x["delta_bias"], delta_softplus=True)
     full = selective_scan(**x, delta_softplus=True)
     torch.testing.assert_close(exercise("gated_output").reference(bare, x["u"], x["z"], x["D"]), full)
+
+    from mgtutor.model.interactive import DeformableSampling
+
+    sampling = DeformableSampling(6, 9, subpoints=3, boundary_points=4).double()
+    for heads in sampling.groups.values():
+        torch.nn.init.normal_(heads["offsets"].weight, std=2.0)  # offsets of a few steps, some past the ends
+        torch.nn.init.normal_(heads["weights"].weight)
+    query, points = torch.randn(2, 5, 6, dtype=torch.float64), torch.rand(2, 5, 9, dtype=torch.float64)
+    features = torch.randn(2, 11, 6, dtype=torch.float64)
+    offsets = torch.cat([sampling.groups[g]["offsets"](query)[:, :, None].expand(-1, -1, n, -1) for g, n in (("boundary", 4), ("centre", 5))], 2)
+    logits = torch.cat([sampling.groups[g]["weights"](query)[:, :, None].expand(-1, -1, n, -1) for g, n in (("boundary", 4), ("centre", 5))], 2)
+    torch.testing.assert_close(exercise("read_subpoints").reference(features, points, offsets, logits), sampling(query, features, points))
 
     block = Mamba(8, d_conv=4).double()
     u = torch.randn(2, block.d_inner, 11, dtype=torch.float64)

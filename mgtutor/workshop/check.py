@@ -43,6 +43,7 @@ EXERCISE_MODULES = (
     "mgtutor.workshop.exercises.mamba_mhsa",
     "mgtutor.workshop.exercises.windows",
     "mgtutor.workshop.exercises.i3d",
+    "mgtutor.workshop.exercises.query_points",
     "mgtutor.workshop.exercises.set_prediction",
     "mgtutor.workshop.exercises.challenge_f1",
 )

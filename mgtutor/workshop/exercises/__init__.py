@@ -8,6 +8,7 @@
 - `windows` (notebook 05): the original frame a sampled frame shows, a gesture's window coordinates, the cut
   into sliding windows
 - `i3d` (notebook 06): TensorFlow's "SAME" padding, I3D's Unit3D
+- `query_points` (notebook 07): eq. 1's point refinement, one deformable-sampling read, the frame mix
 - `set_prediction` (notebook 08): the matching cost, the class term of the loss
 - `challenge_f1` (notebook 09): the organisers' overlap, their walk over a sequence, the micro-aggregated F1
 """
