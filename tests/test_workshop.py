@@ -471,6 +471,20 @@ def test_the_instructors_solution_passes(cell):
 
 
 @pytest.mark.parametrize("cell", EXERCISE_CELLS, ids=str)
+def test_the_fallback_takes_every_call_the_solution_takes(cell):
+    """An unfinished exercise hands the library's version to the cells after it, which call it as the
+    solution is written: every parameter of the solution, with the same default where it has one."""
+    import inspect
+
+    _, namespace = run_exercise(cell, cell.solution)
+    solution = namespace[check_call(cell.check)[1]]
+    reference = inspect.signature(exercise(cell.name).reference).parameters
+    for name, parameter in inspect.signature(solution).parameters.items():
+        assert name in reference, f"{cell.name}: the reference has no parameter {name!r}"
+        assert reference[name].default == parameter.default, f"{cell.name}: {name!r} defaults to {reference[name].default!r}, the solution's to {parameter.default!r}"
+
+
+@pytest.mark.parametrize("cell", EXERCISE_CELLS, ids=str)
 def test_each_wrong_answer_gets_its_message(cell):
     for answer, fragment in WRONG_ANSWERS[cell.name]:
         printed, namespace = run_exercise(cell, with_answer(cell.solution, answer))

@@ -78,7 +78,7 @@ OVERLAP = register(Exercise(
 # -- the walk over one sequence ------------------------------------------------------------------------
 
 
-def _walk(predictions, gestures, alpha, one_to_one):
+def _walk(predictions, gestures, alpha=0.3, one_to_one=False):
     return credited_predictions(predictions, gestures, alpha, one_to_one)
 
 
@@ -147,7 +147,7 @@ WALK = register(Exercise(
 # -- the micro-aggregated F1 ----------------------------------------------------------------------
 
 
-def _f1(predictions, truth, alpha, one_to_one):
+def _f1(predictions, truth, alpha=0.3, one_to_one=False):
     result = miga_f1(predictions, truth, alpha, one_to_one)
     return result.correct, result.precision, result.recall, result.f1
 
