@@ -83,3 +83,11 @@ def test_the_notebooks_headings_carry_the_computed_marks(path):
 def test_the_workshop_guide_prints_the_computed_table():
     guide = (REPO / "docs" / "workshop.md").read_text()
     assert schedule.table(NOTEBOOKS) in guide, "docs/workshop.md: paste the table `python -m mgtutor.workshop.schedule` prints"
+
+
+def test_the_tables_last_row_sums_the_notebooks():
+    rows = [line.split("|")[1:-1] for line in schedule.table(NOTEBOOKS).splitlines()[2:]]
+    *notebooks, total = rows
+    assert total[0].strip() == "all"
+    assert int(total[1]) == sum(int(row[1]) for row in notebooks)
+    assert int(total[4]) == sum(row[4].count("`") // 2 for row in notebooks) == 22

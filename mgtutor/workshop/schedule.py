@@ -143,14 +143,18 @@ def write_marks(path: str | Path) -> bool:
 
 
 def table(paths: list[Path]) -> str:
-    """A markdown table: a row a notebook, with its minutes, its CPU run time and its exercises."""
+    """A markdown table: a row a notebook, with its minutes, its CPU run time and its exercises, and their sums."""
     rows = ["| notebook | minutes | sections (min) | run time | exercises |", "|---|---:|---|---:|---|"]
+    total_minutes, total_run, total_exercises = 0, 0.0, 0
     for path in paths:
         marked = notebook_schedule(nbformat.read(path, as_version=4))
         parts = ", ".join(f"{s.heading.split('.')[0] if s.heading[:1].isdigit() else s.heading[:18]} {s.start}-{s.end}" for s in marked)
         run = sum(s.run_seconds for s in marked)
-        exercises = ", ".join(f"`{name}`" for s in marked for name in s.exercises) or "-"
-        rows.append(f"| {path.stem} | {marked[-1].end if marked else 0} | {parts} | {math.ceil(run)} s | {exercises} |")
+        names = [name for s in marked for name in s.exercises]
+        minutes = marked[-1].end if marked else 0
+        rows.append(f"| {path.stem} | {minutes} | {parts} | {math.ceil(run)} s | {', '.join(f'`{n}`' for n in names) or '-'} |")
+        total_minutes, total_run, total_exercises = total_minutes + minutes, total_run + run, total_exercises + len(names)
+    rows.append(f"| all | {total_minutes} | | {math.ceil(total_run)} s | {total_exercises} |")
     return "\n".join(rows)
 
 
