@@ -489,17 +489,20 @@ def format_main(main: dict[str, dict]) -> str:
 
 def format_layer_losses(arms: dict[str, dict], names: dict[str, str], column: str) -> str:
     """Markdown: each arm's per-layer class loss at the last epoch, mean +- standard deviation over seeds
-    ("-" where no run supervised the layer), then layer 0's value by seed."""
+    ("-" where no run supervised the layer), then the first and the last layer's values by seed."""
     depth = max((len(entry.get("layer_class_loss", [])) for entry in arms.values()), default=0)
     if depth == 0:
         return ""
     heads = [f"layer {i}" for i in range(depth - 1)] + [f"layer {depth - 1} (last)"]
-    lines = [f"| {column} | " + " | ".join(heads) + " | layer 0 by seed |", "|---|" + "---:|" * depth + "---|"]
+    lines = [
+        f"| {column} | " + " | ".join(heads) + " | layer 0 by seed | last layer by seed |",
+        "|---|" + "---:|" * depth + "---|---|",
+    ]
     for arm, entry in arms.items():
         layers = entry.get("layer_class_loss", [])
         cells = ["-" if layer["mean"] is None else f"{layer['mean']:.2f} +- {layer['std']:.2f}" for layer in layers]
-        first = ", ".join("-" if v is None else f"{v:.2f}" for v in layers[0]["values"]) if layers else "-"
-        lines.append(f"| {names[arm]} | " + " | ".join(cells) + f" | {first} |")
+        by_seed = [", ".join("-" if v is None else f"{v:.2f}" for v in layers[i]["values"]) if layers else "-" for i in (0, -1)]
+        lines.append(f"| {names[arm]} | " + " | ".join(cells) + " | " + " | ".join(by_seed) + " |")
     return "\n".join(lines)
 
 

@@ -196,9 +196,9 @@ def test_the_starts_and_the_auxiliary_layers_are_summarised_with_each_layers_cla
     assert list(summary["aux"]) == ["pointtad"] and zipped["diverged"] == [2]
     assert zipped["layer_class_loss"][1] == {"mean": None, "std": None, "values": [None, None]}
     table = quality.format_layer_losses(summary["initial"], quality.START_NAMES, "start")
-    assert "| start | layer 0 | layer 1 | layer 2 | layer 3 (last) | layer 0 by seed |" in table
-    assert f"| {quality.START_NAMES['middle']} | 2.40 +- 0.14 | 2.10 +- 0.14 | 1.40 +- 0.14 | 0.80 +- 0.14 | 2.50, 2.30 |" in table
-    assert f"| {quality.AUX_NAMES['pointtad']} | 2.10 +- 0.14 | - | - | 1.10 +- 0.14 | 2.00, 2.20 |" in quality.format_layer_losses(summary["aux"], quality.AUX_NAMES, "aux")
+    assert "| start | layer 0 | layer 1 | layer 2 | layer 3 (last) | layer 0 by seed | last layer by seed |" in table
+    assert f"| {quality.START_NAMES['middle']} | 2.40 +- 0.14 | 2.10 +- 0.14 | 1.40 +- 0.14 | 0.80 +- 0.14 | 2.50, 2.30 | 0.90, 0.70 |" in table
+    assert f"| {quality.AUX_NAMES['pointtad']} | 2.10 +- 0.14 | - | - | 1.10 +- 0.14 | 2.00, 2.20 | 1.00, 1.20 |" in quality.format_layer_losses(summary["aux"], quality.AUX_NAMES, "aux")
     assert f"| {quality.START_NAMES['spread']} | 55.0 +- 7.1 |" in quality.format_arms(summary["initial"], quality.START_NAMES, "start")
 
 
